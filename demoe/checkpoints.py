@@ -26,12 +26,12 @@ class CheckpointError(DemoeError):
 
 
 def _read_safetensors(path: Path) -> dict:
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         return load_file(str(path))
-    except (SafetensorsError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: the safetensors file is damaged or truncated ({e})") from None
 
 
@@ -52,7 +52,9 @@ def read_checkpoint(path: Path) -> dict:
             ) from None
         raise CheckpointError(f"{path}: the checkpoint is damaged or truncated ({e})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: the checkpoint is damaged or truncated ({type(e).__name__}: {e})") from None
+        raise CheckpointError(
+            f"{path}: the checkpoint is damaged or truncated ({type(e).__name__}: {e})"
+        ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     return obj

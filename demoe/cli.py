@@ -43,7 +43,13 @@ def zoo() -> None:
 
 
 @zoo.command("list")
-@click.option("--zoo-dir", "zoo_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra folder of zoo YAML files.")
+@click.option(
+    "--zoo-dir",
+    "zoo_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Extra folder of zoo YAML files.",
+)
 def zoo_list(zoo_dirs: tuple[Path, ...]) -> None:
     """Table of every model: parameters, GFLOPs at 256x256, k, checkpoint availability."""
     from demoe import zoo as zoo_lib
@@ -53,20 +59,30 @@ def zoo_list(zoo_dirs: tuple[Path, ...]) -> None:
     for entry in entries.values():
         stats = zoo_lib.model_stats(entry)
         found = next((p for p in zoo_lib.checkpoint_candidates(entry) if p.is_file()), None)
-        rows.append({
-            "name": entry.name,
-            "arch": entry.arch,
-            "params": f"{stats['params'] / 1e6:.2f}M",
-            "GFLOPs@256": f"{stats['gflops']:.2f}",
-            "k": entry.k_used if entry.k_used is not None else "-",
-            "checkpoint": "available" if found else ("missing" if entry.checkpoint else "none (train it)"),
-        })
+        rows.append(
+            {
+                "name": entry.name,
+                "arch": entry.arch,
+                "params": f"{stats['params'] / 1e6:.2f}M",
+                "GFLOPs@256": f"{stats['gflops']:.2f}",
+                "k": entry.k_used if entry.k_used is not None else "-",
+                "checkpoint": "available"
+                if found
+                else ("missing" if entry.checkpoint else "none (train it)"),
+            }
+        )
     _print_table(rows, ["name", "arch", "params", "GFLOPs@256", "k", "checkpoint"])
 
 
 @zoo.command("show")
 @click.argument("name")
-@click.option("--zoo-dir", "zoo_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra folder of zoo YAML files.")
+@click.option(
+    "--zoo-dir",
+    "zoo_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Extra folder of zoo YAML files.",
+)
 def zoo_show(name: str, zoo_dirs: tuple[Path, ...]) -> None:
     """Everything about one model."""
     import yaml
@@ -84,7 +100,9 @@ def zoo_show(name: str, zoo_dirs: tuple[Path, ...]) -> None:
         "params": stats["params"],
         "gflops_256": round(stats["gflops"], 3),
         "defined_in": str(entry.source),
-        "checkpoint": None if ckpt is None else {
+        "checkpoint": None
+        if ckpt is None
+        else {
             **{k: v for k, v in vars(ckpt).items() if v is not None},
             "found_at": next((str(p) for p in zoo_lib.checkpoint_candidates(entry) if p.is_file()), None),
             "looked_in": [str(p) for p in zoo_lib.checkpoint_candidates(entry)],
@@ -100,7 +118,13 @@ def zoo_show(name: str, zoo_dirs: tuple[Path, ...]) -> None:
 @zoo.command("fetch")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Download again even if a verified file exists.")
-@click.option("--zoo-dir", "zoo_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra folder of zoo YAML files.")
+@click.option(
+    "--zoo-dir",
+    "zoo_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Extra folder of zoo YAML files.",
+)
 def zoo_fetch(name: str, force: bool, zoo_dirs: tuple[Path, ...]) -> None:
     """Download a model's checkpoint into $DEMOE_HOME/checkpoints, verifying size and sha256."""
     from demoe import zoo as zoo_lib

@@ -64,11 +64,15 @@ def zoo_dirs(extra: list[Path] | tuple = ()) -> list[Path]:
 def _entry_from_dict(data: dict, source: Path) -> ZooEntry:
     unknown = set(data) - {"name", "arch", "kwargs", "description", "checkpoint", "paper", "info"}
     if unknown or "name" not in data or "arch" not in data:
-        raise ZooError(f"{source}: a zoo entry needs name and arch, and only knows name, arch, kwargs, "
-                       f"description, checkpoint, paper, info (found {sorted(data)})")
+        raise ZooError(
+            f"{source}: a zoo entry needs name and arch, and only knows name, arch, kwargs, "
+            f"description, checkpoint, paper, info (found {sorted(data)})"
+        )
     if data["arch"] not in ARCHITECTURES:
-        raise ZooError(f"{source}: entry {data['name']!r} names unknown arch {data['arch']!r}; "
-                       f"known: {', '.join(ARCHITECTURES)}")
+        raise ZooError(
+            f"{source}: entry {data['name']!r} names unknown arch {data['arch']!r}; "
+            f"known: {', '.join(ARCHITECTURES)}"
+        )
     ckpt = data.get("checkpoint")
     return ZooEntry(
         name=str(data["name"]),
@@ -136,20 +140,29 @@ def resolve_checkpoint(entry: ZooEntry, checkpoint: Path | str | None = None) ->
             raise ZooError(f"--checkpoint {path}: no such file")
         return path
     if entry.checkpoint is None:
-        raise ZooError(f"model {entry.name!r} has no published checkpoint; pass --checkpoint PATH "
-                       "(for example a finetuned one)")
+        raise ZooError(
+            f"model {entry.name!r} has no published checkpoint; pass --checkpoint PATH "
+            "(for example a finetuned one)"
+        )
     candidates = checkpoint_candidates(entry)
     for path in candidates:
         if path.is_file():
             return path
     where = ", ".join(str(p) for p in candidates)
     url = f" from {entry.checkpoint.url}" if entry.checkpoint.url else ""
-    raise ZooError(f"checkpoint {entry.checkpoint.file} of {entry.name} not found (looked in {where}); "
-                   f"run `{fetch_command(entry)}` to download it{url}, or pass --checkpoint PATH")
+    raise ZooError(
+        f"checkpoint {entry.checkpoint.file} of {entry.name} not found (looked in {where}); "
+        f"run `{fetch_command(entry)}` to download it{url}, or pass --checkpoint PATH"
+    )
 
 
-def create_model(name: str, checkpoint: Path | str | None = None, k: int | None = None,
-                 pretrained: bool = True, zoo: dict[str, ZooEntry] | None = None):
+def create_model(
+    name: str,
+    checkpoint: Path | str | None = None,
+    k: int | None = None,
+    pretrained: bool = True,
+    zoo: dict[str, ZooEntry] | None = None,
+):
     """Build the zoo model ``name`` and load its weights; returns (model in eval mode, entry, checkpoint path)."""
     entry = get_entry(name, zoo)
     model = build_model(entry, k)
@@ -169,11 +182,16 @@ def download(url: str, dest: Path, sha256: str | None, size: int | None, progres
             response = urllib.request.urlopen(url, timeout=60)
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise ZooError(f"could not download {url} ({reason}). Without internet, download it elsewhere "
-                           f"and put it at {dest}") from None
+            raise ZooError(
+                f"could not download {url} ({reason}). Without internet, download it elsewhere "
+                f"and put it at {dest}"
+            ) from None
         total = size or int(response.headers.get("Content-Length") or 0) or None
-        with response, open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True,
-                                                  desc=dest.name, disable=not progress) as bar:
+        with (
+            response,
+            open(tmp, "wb") as f,
+            tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar,
+        ):
             while chunk := response.read(1 << 20):
                 f.write(chunk)
                 bar.update(len(chunk))
@@ -203,8 +221,9 @@ def model_stats(entry: ZooEntry, side: int = 256) -> dict:
 
     Counting runs a real forward, so results are cached in ``$DEMOE_HOME/cache``.
     """
-    key = json.dumps({"arch": entry.arch, "kwargs": entry.kwargs, "side": side, "torch": torch.__version__},
-                     sort_keys=True)
+    key = json.dumps(
+        {"arch": entry.arch, "kwargs": entry.kwargs, "side": side, "torch": torch.__version__}, sort_keys=True
+    )
     cache_file = demoe_home() / "cache" / "model_stats.json"
     try:
         cache = json.loads(cache_file.read_text())

@@ -38,7 +38,9 @@ class DenseNAFNet(nn.Module):
         self.middle_blks = BlockStack(chan, middle_blk_num)
         self.post_blocks.append(NAFBlock(chan))
         for num in dec_blk_nums:
-            self.ups.append(nn.Sequential(nn.Conv2d(chan, chan * 2, kernel_size=1, bias=False), nn.PixelShuffle(2)))
+            self.ups.append(
+                nn.Sequential(nn.Conv2d(chan, chan * 2, kernel_size=1, bias=False), nn.PixelShuffle(2))
+            )
             chan //= 2
             self.decoders.append(BlockStack(chan, num))
             self.post_blocks.append(NAFBlock(chan))
@@ -57,7 +59,9 @@ class DenseNAFNet(nn.Module):
             skips.append(x)
             x = down(x)
         x = self.post_blocks[0](self.middle_blks(x))
-        for decoder, up, skip, post in zip(self.decoders, self.ups, reversed(skips), self.post_blocks[1:], strict=True):
+        for decoder, up, skip, post in zip(
+            self.decoders, self.ups, reversed(skips), self.post_blocks[1:], strict=True
+        ):
             x = post(decoder(up(x) + skip))
         x = self.ending(x) + inp
         return {"output": x[:, :, :h, :w]}
