@@ -240,3 +240,7 @@ def model_stats(entry: ZooEntry, side: int = 256) -> dict:
     cache[key] = stats
     atomic_write(cache_file, lambda tmp: tmp.write_text(json.dumps(cache, indent=1)))
     return stats
+
+
+DEFAULT_MODEL = "DeMoE-tiny-synth"
+"""The embedded default: a small DeMoE trained on aio-synth whose weights ship in ``zoo/weights/``."""

@@ -1,0 +1,51 @@
+"""Experiment configuration: YAML files, ``--set key.sub=value`` overrides, the resolved config saved with each run."""
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from demoe.errors import DemoeError
+
+
+class ConfigError(DemoeError):
+    pass
+
+
+def load_config(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such configuration file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of option names")
+    return data
+
+
+def apply_overrides(config: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Return a copy of ``config`` with each ``a.b.c=value`` applied (values parsed as YAML scalars)."""
+    out = copy.deepcopy(config)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example --set train.lr=1e-4")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def dump_config(config: dict) -> str:
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=None)

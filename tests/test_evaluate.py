@@ -1,0 +1,109 @@
+import json
+
+import pytest
+
+from demoe.evaluate import (
+    EvaluationError,
+    _size_batches,
+    append_records,
+    open_records,
+    parse_routing,
+    read_records,
+    summarize,
+    unique_records,
+)
+
+
+def test_default_routing_depends_on_labels_and_router():
+    assert parse_routing(None, bench_label_available=True, has_router=True) == ["auto", "oracle"]
+    assert parse_routing(None, bench_label_available=False, has_router=True) == ["auto"]
+    assert parse_routing(None, bench_label_available=True, has_router=False) == ["auto"]
+
+
+def test_routing_all_expands_and_skips_oracle_without_labels():
+    assert parse_routing("all", True, True) == [
+        "auto",
+        "oracle",
+        "defocus",
+        "global_motion",
+        "local_motion",
+        "synth_global_motion",
+        "low_light",
+    ]
+    assert "oracle" not in parse_routing("all", False, True)
+    assert parse_routing("low_light,auto,low_light", False, True) == ["low_light", "auto"]
+
+
+@pytest.mark.parametrize(
+    "value,labelled,router,message",
+    [
+        ("blur", True, True, "unknown mode 'blur'"),
+        ("oracle", False, True, "no task labels"),
+        ("defocus", True, False, "no router"),
+    ],
+)
+def test_bad_routing_is_one_sentence(value, labelled, router, message):
+    with pytest.raises(EvaluationError, match=message):
+        parse_routing(value, labelled, router)
+
+
+def test_batches_group_equal_sizes_only():
+    sizes = [(8, 8), (8, 8), (16, 8), (8, 8), (16, 8)]
+    batches = _size_batches(sizes, 2)
+    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3, 4]
+    for batch in batches:
+        assert len({sizes[i] for i in batch}) == 1 and len(batch) <= 2
+
+
+def test_a_torn_line_from_a_kill_is_dropped_and_never_counted(tmp_path):
+    with open_records(tmp_path, 0) as f:
+        append_records(f, [{"mode": "auto", "name": "a", "psnr": 20.0}])
+    path = tmp_path / "records.rank0.jsonl"
+    path.write_text(path.read_text() + '{"mode": "auto", "na')
+    assert [r["name"] for r in read_records(tmp_path)] == ["a"]
+    with open_records(tmp_path, 0) as f:
+        append_records(f, [{"mode": "auto", "name": "b", "psnr": 22.0}])
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["name"] for line in lines] == ["a", "b"]
+
+
+def test_records_of_several_ranks_are_merged_once(tmp_path):
+    with open_records(tmp_path, 0) as f:
+        append_records(f, [{"mode": "auto", "name": "a"}, {"mode": "auto", "name": "c"}])
+    with open_records(tmp_path, 1) as f:
+        append_records(f, [{"mode": "auto", "name": "b"}, {"mode": "auto", "name": "a"}])
+    assert [r["name"] for r in unique_records(read_records(tmp_path))] == ["a", "b", "c"]
+
+
+def test_summary_means_accuracy_confusion_and_usage():
+    records = [
+        {"mode": "identity", "name": "x", "label": "defocus", "seconds": 0.0, "psnr": 20.0},
+        {"mode": "identity", "name": "y", "label": "low_light", "seconds": 0.0, "psnr": 10.0},
+        {
+            "mode": "auto",
+            "name": "x",
+            "label": "defocus",
+            "seconds": 0.5,
+            "psnr": 30.0,
+            "pred_task": "defocus",
+            "experts": [[0], [0]],
+        },
+        {
+            "mode": "auto",
+            "name": "y",
+            "label": "low_light",
+            "seconds": 0.25,
+            "psnr": 21.0,
+            "pred_task": "defocus",
+            "experts": [[0], [0]],
+        },
+    ]
+    summary = summarize(records, ["psnr", "lpips"], num_blocks=2)
+    assert summary["identity"]["metrics"] == {"psnr": 15.0}
+    assert "seconds_per_image" not in summary["identity"]
+    auto = summary["auto"]
+    assert auto["metrics"] == {"psnr": 25.5} and auto["seconds_per_image"] == 0.375
+    assert auto["routing_accuracy"] == 0.5
+    confusion = auto["confusion"]["rows_true_cols_predicted"]
+    assert confusion[0][0] == 1 and confusion[4][0] == 1 and sum(map(sum, confusion)) == 2
+    assert auto["expert_usage"]["low_light"] == [[1, 0, 0, 0, 0], [1, 0, 0, 0, 0]]
