@@ -411,18 +411,8 @@ def ui(port: int, tracking_uri: str | None) -> None:
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--workers", "1"]
     click.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port}")
     raise SystemExit(subprocess.call(cmd, env=env))
 
