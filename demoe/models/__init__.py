@@ -2,7 +2,7 @@
 
 from demoe.models.demoe import DeMoE
 from demoe.models.dense import DenseNAFNet
-from demoe.models.tasks import TASK_INDEX, TASKS, task_index
+from demoe.tasks import TASK_INDEX, TASKS, task_index
 
 ARCHITECTURES = {"DeMoE": DeMoE, "DenseNAFNet": DenseNAFNet}
 

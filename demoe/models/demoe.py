@@ -13,7 +13,7 @@ import torch.nn as nn
 from demoe.models.blocks import BlockStack, pad_to_multiple
 from demoe.models.moe import MoEBlock
 from demoe.models.router import RouterHead
-from demoe.models.tasks import TASKS, task_index
+from demoe.tasks import TASKS, task_index
 
 TaskArg = str | torch.Tensor
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from demoe.fileio import atomic_write
-from demoe.models import TASKS
+from demoe.tasks import TASKS
 
 SHORT = {
     "defocus": "defocus",
@@ -14,10 +14,25 @@ SHORT = {
 }
 
 
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+MODE_COLORS = {"identity": "#9e9e9e", "auto": "#1f77b4", "oracle": "#ff7f0e"}
+
+
+def task_color(task: str) -> str:
+    return PALETTE[TASKS.index(task)] if task in TASKS else "#7f7f7f"
+
+
+def mode_color(mode: str) -> str:
+    if mode in MODE_COLORS:
+        return MODE_COLORS[mode]
+    return PALETTE[2 + TASKS.index(mode)] if mode in TASKS else PALETTE[-1]
+
+
 def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "demoe"
     import matplotlib.pyplot as plt
 
     return plt
@@ -29,19 +44,37 @@ def save_figure(fig, path: Path) -> list[Path]:
     for suffix in (".png", ".svg"):
         target = Path(path).with_suffix(suffix)
         atomic_write(
-            target, lambda tmp, s=suffix: fig.savefig(tmp, format=s[1:], dpi=150, bbox_inches="tight")
+            target,
+            lambda tmp, s=suffix: fig.savefig(
+                tmp,
+                format=s[1:],
+                dpi=150,
+                bbox_inches="tight",
+                metadata={"Date": None} if s == ".svg" else None,
+            ),
         )
         written.append(target)
     _pyplot().close(fig)
     return written
 
 
-def expert_usage_figure(usage: dict[str, list[list[int]]], title: str = ""):
-    """Per MoE block, the share of images of each task label that used each expert (grouped bars)."""
+def task_order(labels) -> list[str]:
+    """Task labels in the experts' order, anything else (``unlabelled``) after them."""
+    return sorted(labels, key=lambda t: (TASKS.index(t) if t in TASKS else len(TASKS), t))
+
+
+def expert_usage_figure(
+    usage: dict[str, list[list[int]]], title: str = "", images: dict[str, int] | None = None
+):
+    """Per MoE block, how often each expert was chosen for the images of each task label (grouped bars).
+
+    With ``images`` (images per label) a bar is the share of those images that used the expert (with
+    k > 1 an image uses several); without, the share of the block's expert choices.
+    """
     import numpy as np
 
     plt = _pyplot()
-    labels = list(usage)
+    labels = task_order(usage)
     blocks = len(next(iter(usage.values())))
     fig, axes = plt.subplots(1, blocks, figsize=(3.2 * blocks, 3.0), sharey=True, squeeze=False)
     width = 0.8 / max(1, len(labels))
@@ -49,14 +82,31 @@ def expert_usage_figure(usage: dict[str, list[list[int]]], title: str = ""):
     for b, ax in enumerate(axes[0]):
         for j, label in enumerate(labels):
             counts = np.asarray(usage[label][b], dtype=float)
-            share = counts / max(1.0, counts.sum())
-            ax.bar(x + (j - (len(labels) - 1) / 2) * width, share, width, label=SHORT.get(label, label))
+            total = images[label] if images and images.get(label) else max(1.0, counts.sum())
+            ax.bar(
+                x + (j - (len(labels) - 1) / 2) * width,
+                counts / total,
+                width,
+                label=SHORT.get(label, label),
+                color=task_color(label),
+            )
         ax.set_xticks(x, [f"E{i}\n{SHORT[t]}" for i, t in enumerate(TASKS)], fontsize=7)
         ax.set_title("middle block" if b == 0 else f"decoder level {b}", fontsize=9)
         ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("share of images using the expert")
-    axes[0][-1].legend(title="image's blur", fontsize=7, title_fontsize=7, loc="upper right")
+    axes[0][0].set_ylabel("share of images using the expert" if images else "share of expert choices")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        names,
+        title="image's blur",
+        fontsize=7,
+        title_fontsize=7,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=len(labels),
+        frameon=False,
+    )
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -92,5 +142,201 @@ def confusion_figure(matrix: list[list[int]], labels: list[str], title: str = ""
                 )
     if title:
         ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def distribution_figure(per_image, metric: str = "psnr", title: str = ""):
+    """Box plots of a per-image metric per task label (one box per routing mode), from ``per_image.parquet`` rows."""
+    plt = _pyplot()
+    from demoe.report.collect import mode_rank
+
+    modes = sorted(per_image["mode"].unique(), key=mode_rank)
+    labelled = per_image["label"].notna().any()
+    groups = task_order(per_image["label"].dropna().unique()) if labelled else [None]
+    fig, ax = plt.subplots(figsize=(min(10.0, 2.5 + 0.45 * len(groups) * len(modes)), 3.2))
+    width = 0.8 / len(modes)
+    for j, mode in enumerate(modes):
+        rows = per_image[per_image["mode"] == mode]
+        data = [
+            (rows[rows["label"] == g] if g is not None else rows)[metric].dropna().to_numpy() for g in groups
+        ]
+        positions = [i + (j - (len(modes) - 1) / 2) * width for i in range(len(groups))]
+        kept = [(p, d) for p, d in zip(positions, data, strict=True) if len(d)]
+        if not kept:
+            continue
+        parts = ax.boxplot(
+            [d for _, d in kept],
+            positions=[p for p, _ in kept],
+            widths=width * 0.85,
+            patch_artist=True,
+            showfliers=True,
+            flierprops={"markersize": 2.5, "alpha": 0.6},
+            medianprops={"color": "black", "linewidth": 1},
+        )
+        for box in parts["boxes"]:
+            box.set_facecolor(mode_color(mode))
+            box.set_alpha(0.8)
+        ax.plot([], [], "s", color=mode_color(mode), label=mode)
+    ax.set_xticks(range(len(groups)), [SHORT.get(g, g) if g else "all images" for g in groups], fontsize=8)
+    ax.set_ylabel(f"{metric.upper()} per image" + (" (dB)" if metric == "psnr" else ""))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(title="routing", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def k_sweep_figure(points: list[dict], metric: str = "psnr", title: str = ""):
+    """Quality against active parameters and against seconds per image, one line per (model, benchmark, routing).
+
+    ``points``: dicts with ``series``, ``k``, ``active_params`` (millions), ``seconds`` and ``value``.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), sharey=True)
+    series = sorted({p["series"] for p in points})
+    for n, name in enumerate(series):
+        line = sorted((p for p in points if p["series"] == name), key=lambda p: p["k"])
+        for ax, x_key in zip(axes, ("active_params", "seconds"), strict=True):
+            xy = [
+                (p[x_key], p["value"], p["k"])
+                for p in line
+                if p[x_key] is not None and p["value"] is not None
+            ]
+            if not xy:
+                continue
+            ax.plot(
+                [x for x, _, _ in xy],
+                [y for _, y, _ in xy],
+                "o-",
+                color=PALETTE[n % len(PALETTE)],
+                label=name,
+            )
+            for x, y, k in xy:
+                ax.annotate(f"k={k}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    axes[0].set_xlabel("active parameters (M)")
+    axes[1].set_xlabel("seconds per image")
+    axes[0].set_ylabel(metric.upper() + (" (dB)" if metric == "psnr" else ""))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _crop(image, side: int | None):
+    if side is None:
+        return image
+    h, w = image.shape[:2]
+    top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return image[top : top + side, left : left + side]
+
+
+def image_grid_figure(
+    rows: list[tuple[str, list[tuple[str, Path | None]]]], crop: int | None = 160, title: str = ""
+):
+    """A grid of images: ``rows`` of (row title, [(panel caption, PNG or None)]), the same centre crop in a row.
+
+    A panel without a file says so instead of staying blank.
+    """
+    import numpy as np
+    from PIL import Image
+
+    plt = _pyplot()
+    cols = max(len(panels) for _, panels in rows)
+    images = [
+        [None if path is None else np.asarray(Image.open(path).convert("RGB")) for _, path in panels]
+        for _, panels in rows
+    ]
+    aspect = 1.0
+    shapes = [_crop(im, crop).shape for row in images for im in row if im is not None]
+    if shapes:
+        aspect = shapes[0][0] / shapes[0][1]
+    side = 2.1 if crop else 3.2
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(side * cols, side * aspect * len(rows) + 0.35 * len(rows)), squeeze=False
+    )
+    for r, ((row_title, panels), row_images) in enumerate(zip(rows, images, strict=True)):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(panels):
+                ax.axis("off")
+                continue
+            caption, image = panels[c][0], row_images[c]
+            if image is None:
+                ax.text(0.5, 0.5, "missing", ha="center", va="center", fontsize=9, color="#888888")
+                for spine in ax.spines.values():
+                    spine.set_color("#cccccc")
+            else:
+                ax.imshow(_crop(image, crop), interpolation="nearest")
+            ax.set_title(caption, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(row_title, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(curves: dict[str, list[tuple[int, float]]], title: str = ""):
+    """Training and validation curves by step: one panel per quantity, a line per series.
+
+    ``train/*`` share the loss panel (log scale), ``lr`` has its own, ``val/M`` and ``val/MODE/M`` share
+    the panel of metric M, ``val/expert_usage/*`` share one panel; a series logged once is a dashed level.
+    """
+    plt = _pyplot()
+    panels: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for key, points in sorted(curves.items()):
+        parts = key.split("/")
+        if parts[0] == "train":
+            panel, series = "training loss", "/".join(parts[1:])
+        elif key == "lr":
+            panel, series = "learning rate", "lr"
+        elif parts[0] == "val" and len(parts) > 2 and parts[1] == "expert_usage":
+            panel, series = "validation: share of images per expert (first block)", parts[2]
+        elif parts[0] == "val":
+            panel, series = f"validation {parts[-1]}", key
+        else:
+            panel, series = key, key
+        panels.setdefault(panel, {})[series] = points
+    order = sorted(panels, key=lambda p: (not p.startswith("training"), p != "learning rate", p))
+    cols = min(3, len(order))
+    rows = -(-len(order) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 2.9 * rows), squeeze=False)
+    for ax, panel in zip(axes.flat, order, strict=False):
+        for n, (series, points) in enumerate(sorted(panels[panel].items())):
+            color = PALETTE[n % len(PALETTE)]
+            steps, values = [s for s, _ in points], [v for _, v in points]
+            if len(points) == 1:
+                ax.axhline(
+                    values[0], color=color, linestyle="--", linewidth=1, label=f"{series} (step {steps[0]})"
+                )
+            else:
+                ax.plot(
+                    steps,
+                    values,
+                    color=color,
+                    linewidth=1.2,
+                    marker="o" if len(points) < 30 else None,
+                    markersize=3,
+                    label=series,
+                )
+        if panel == "training loss" and all(v > 0 for pts in panels[panel].values() for _, v in pts):
+            ax.set_yscale("log")
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if len(panels[panel]) > 1 or panel.startswith("validation"):
+            ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(order) :]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -1,4 +1,4 @@
-"""DeMoE's tasks: the blur kinds, in the order of the experts a forced task selects."""
+"""DeMoE's tasks: the blur kinds, in the order of the experts a forced task selects (no torch import here)."""
 
 TASKS: tuple[str, ...] = ("defocus", "global_motion", "local_motion", "synth_global_motion", "low_light")
 TASK_INDEX: dict[str, int] = {name: i for i, name in enumerate(TASKS)}
