@@ -49,7 +49,9 @@ class DeMoE(nn.Module):
             chan *= 2
         self.experts.append(MoEBlock(chan, num_exp, k_used))
         for num in dec_blk_nums:
-            self.ups.append(nn.Sequential(nn.Conv2d(chan, chan * 2, kernel_size=1, bias=False), nn.PixelShuffle(2)))
+            self.ups.append(
+                nn.Sequential(nn.Conv2d(chan, chan * 2, kernel_size=1, bias=False), nn.PixelShuffle(2))
+            )
             chan //= 2
             self.decoders.append(BlockStack(chan, num))
             self.experts.append(MoEBlock(chan, num_exp, k_used))
@@ -75,13 +77,19 @@ class DeMoE(nn.Module):
             index = task.to(device=like.device, dtype=torch.long).reshape(batch)
         return nn.functional.one_hot(index, self.num_experts).to(like.dtype)
 
-    def forward(self, inp: torch.Tensor, task: TaskArg = "auto") -> dict:
+    def forward(
+        self, inp: torch.Tensor, task: TaskArg = "auto", routing_weights: torch.Tensor | None = None
+    ) -> dict:
         """Restore ``inp`` (B, C, H, W).
 
         ``task`` is ``'auto'`` (the router decides), a task name from ``TASKS`` forced for every
-        sample, or a (B,) tensor of task indices forced per sample. Returns ``output`` (cropped to
-        the input size), ``pred_labels`` (router softmax in auto mode, else the one-hot task),
-        ``bin_counts`` (MoE blocks x experts), ``weights`` (per block) and ``router_logits``.
+        sample, or a (B,) tensor of task indices forced per sample. ``routing_weights`` (B, E), when
+        given, replaces both: every MoE block takes its top-k from these weights (tiled inference
+        applies one decision, made on the whole image, to all of its tiles). Returns ``output``
+        (cropped to the input size), ``pred_labels`` (the routing weights used: router softmax in
+        auto mode, else the one-hot task), ``bin_counts`` (MoE blocks x experts), ``weights`` (per
+        block) and ``router_logits`` (of this input's own router, also when it was overridden). The
+        router runs in fp32 under autocast too, so that reduced precision does not tip its decisions.
         """
         b, _, h, w = inp.shape
         inp = pad_to_multiple(inp, self.padder_size)
@@ -91,8 +99,11 @@ class DeMoE(nn.Module):
             x = encoder(x)
             skips.append(x)
             x = down(x)
-        router_logits = self.mlp_branch(x)
-        if isinstance(task, str) and task == "auto":
+        with torch.autocast(x.device.type, enabled=False):
+            router_logits = self.mlp_branch(x.float())
+        if routing_weights is not None:
+            class_weights = routing_weights.to(device=router_logits.device, dtype=router_logits.dtype)
+        elif isinstance(task, str) and task == "auto":
             class_weights = torch.softmax(router_logits, dim=1)
         else:
             class_weights = self.forced_weights(task, b, router_logits)
@@ -102,7 +113,9 @@ class DeMoE(nn.Module):
         x, counts, weight = self.experts[0](x, class_weights)
         bins.append(counts)
         weights.append(weight)
-        for decoder, up, skip, moe in zip(self.decoders, self.ups, reversed(skips), self.experts[1:], strict=True):
+        for decoder, up, skip, moe in zip(
+            self.decoders, self.ups, reversed(skips), self.experts[1:], strict=True
+        ):
             x = decoder(up(x) + skip)
             x, counts, weight = moe(x, class_weights)
             bins.append(counts)

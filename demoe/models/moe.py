@@ -26,23 +26,40 @@ class MoEBlock(nn.Module):
         self.num_experts = n
         self.experts = nn.ModuleList(NAFBlock(c) for _ in range(n))
 
-    def forward(self, feat: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, feat: torch.Tensor, weights: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mix the experts' outputs with the top-k gate of ``weights`` (B, E).
 
         Returns the mixed features, how many samples selected each expert (E,), and ``weights``.
-        An expert whose gate is zero for a sample (a forced task with k > 1) is not run for it.
+        Samples that selected the same expert run through it as one batch; an expert whose gate is
+        zero for a sample (a forced task with k > 1) is not run for it. A sample's single active
+        expert (k = 1, or a forced task) has gate exactly 1, so its output is used as is.
         """
         gate, top_idx = topk_gate(weights, self.used)
         counts = torch.bincount(top_idx.flatten(), minlength=self.num_experts)
-        out = torch.zeros_like(feat)
         active = gate > 0
+        num_active = active.sum(dim=1)
+        batch = feat.shape[0]
+        if bool((num_active == 1).all()):
+            chosen = active.float().argmax(dim=1)
+            first = int(chosen[0])
+            if bool((chosen == first).all()):
+                return self.experts[first](feat), counts, weights
+            out = torch.empty_like(feat)
+            for e in chosen.unique().tolist():
+                rows = (chosen == e).nonzero().flatten()
+                out.index_copy_(0, rows, self.experts[e](feat.index_select(0, rows)))
+            return out, counts, weights
+        out = None
         for e, expert in enumerate(self.experts):
             rows = active[:, e].nonzero().flatten()
             if rows.numel() == 0:
                 continue
-            if rows.numel() == feat.shape[0]:
-                out = out + expert(feat) * gate[:, e].view(-1, 1, 1, 1).to(feat.dtype)
+            scale = gate[rows, e].view(-1, 1, 1, 1).to(feat.dtype)
+            if rows.numel() == batch:
+                out = expert(feat) * scale if out is None else torch.addcmul(out, expert(feat), scale)
             else:
-                contrib = expert(feat.index_select(0, rows)) * gate[rows, e].view(-1, 1, 1, 1).to(feat.dtype)
-                out = out.index_add(0, rows, contrib)
+                out = torch.zeros_like(feat) if out is None else out
+                out = out.index_add(0, rows, expert(feat.index_select(0, rows)) * scale)
         return out, counts, weights

@@ -1,0 +1,77 @@
+"""``demoe-eval perf`` runs end to end at tiny sizes and compares like with like (not a timed test)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from demoe import inference
+from demoe.perf import build, dense_of_path
+from demoe.tasks import TASKS
+
+SMALL = {
+    "img_channel": 3,
+    "width": 16,
+    "middle_blk_num": 1,
+    "enc_blk_nums": [1, 1, 2],
+    "dec_blk_nums": [1, 1, 1],
+    "num_exp": 5,
+    "k_used": 1,
+}
+
+
+def perf_cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "demoe.cli", "perf", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("expert", [0, 3])
+def test_dense_network_of_a_path_computes_what_demoe_computes_at_k1(expert):
+    model = inference.prepare(build("DeMoE", SMALL, seed=0))
+    dense = inference.prepare(dense_of_path(model, expert))
+    x = torch.rand(2, 3, 48, 64)
+    moe = inference.forward(model, x, task=TASKS[expert])["output"]
+    assert torch.allclose(inference.forward(dense, x)["output"], moe, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_every_measurement(tmp_path):
+    out = tmp_path / "perf.json"
+    result = perf_cli("--quick", "--threads", "1", "--repeats", "1", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "reference ms" in result.stdout and "peak RSS GB" in result.stdout
+    results = json.loads(out.read_text())
+    rows = {(r["size"], r["batch"], r["k"]): r for r in results["forward"]}
+    assert set(rows) == {(s, b, k) for s in (32, 64) for b in (1, 2) for k in (1, 2)}
+    for row in rows.values():
+        assert row["fp32_max_rel_diff"] <= 1e-5
+        assert row["reference_ms"] > 0 and row["fp32_ms"] > 0 and row["bf16_ms"] > 0
+    assert all("moe_overhead" in r for r in rows.values() if r["k"] == 1)
+    assert [s["pixel_ratio"] for s in results["scaling"]] == [4.0] * 4
+    large = results["large_image"]
+    assert set(large) == {"two-pass", "one-pass"}
+    assert large["two-pass"]["tiles"] == 6 and large["two-pass"]["peak_rss_bytes"] > 0
+    assert results["environment"]["threads"] == 1
+    assert results["pipeline"] is None
+
+
+def test_bad_k_is_a_one_line_error(tmp_path):
+    result = perf_cli("--quick", "--k", "9", "--out", str(tmp_path / "p.json"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: --k 9: must be between 1 and 5, the number of experts"
+    ]
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_sizes_must_be_integers(tmp_path):
+    result = perf_cli("--sizes", "256,big", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "expected comma-separated integers" in result.stderr
