@@ -1,0 +1,473 @@
+"""Finetuning: options, losses, schedule, freezing, data order, exact resume, DDP, zoo entry, MLflow."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image, ImageFilter
+
+from demoe import train, zoo
+from demoe.checkpoints import read_checkpoint
+from demoe.config import ConfigError
+from demoe.fileio import sha256_file
+from demoe.losses import charbonnier_loss, fft_loss, pixel_loss, router_ce
+
+TASK_PAIR = ("defocus", "low_light")
+
+
+def make_task_bench(root: Path, per_task: int = 4, side: int = 40) -> Path:
+    """Folders ``{train,test}/{defocus,low_light}/{blur,sharp}`` of real PNG pairs: smooth random scenes,
+    Gaussian-blurred (defocus) or darkened (low light). Task-named folders carry their task as the label."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for task in TASK_PAIR:
+            for sub in ("blur", "sharp"):
+                (root / split / task / sub).mkdir(parents=True, exist_ok=True)
+            for i in range(per_task):
+                coarse = rng.integers(0, 256, size=(side // 8, side // 8, 3), dtype=np.uint8)
+                sharp = Image.fromarray(coarse).resize((side, side), Image.BICUBIC)
+                if task == "defocus":
+                    blurred = sharp.filter(ImageFilter.GaussianBlur(1.5))
+                else:
+                    blurred = Image.fromarray((np.asarray(sharp) * 0.3).astype(np.uint8))
+                sharp.save(root / split / task / "sharp" / f"{i:02d}.png")
+                blurred.save(root / split / task / "blur" / f"{i:02d}.png")
+    return root
+
+
+def tiny_config(bench: Path, total: int = 6, val: bool = False, **sections) -> dict:
+    doc = {
+        "name": "tiny-ft",
+        "model": "DeMoE-tiny",
+        "pretrained": False,
+        "datasets": {"train": {"bench": str(bench), "gt_size": 32, "batch_size": 4}},
+        "train": {"total_iter": total, "lr": 2e-3, "warmup_iter": 2},
+        "logger": {"print_freq": 1, "save_checkpoint_freq": 2},
+    }
+    if val:
+        doc["datasets"]["val"] = {"bench": str(bench), "split": "test"}
+        doc["val"] = {"val_freq": 3, "metrics": ["psnr"], "routing": ["auto"]}
+    for section, values in sections.items():
+        doc[section] = {**doc.get(section, {}), **values}
+    return doc
+
+
+def params_of(path: Path) -> dict:
+    return read_checkpoint(path)["params"]
+
+
+def assert_bitwise_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, first {different[:3]}"
+
+
+def log_lines(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def test_config_layers_file_then_set_then_cli_options(tmp_path):
+    doc = tiny_config(tmp_path, train={"lr": "1e-3"})
+    cfg = train.resolve_config(
+        doc, ["train.lr=1e-4", "datasets.train.gt_size=64"], model="DeMoE-small", checkpoint="w.pt"
+    )
+    assert cfg["train"]["lr"] == pytest.approx(1e-4)
+    assert cfg["datasets"]["train"]["gt_size"] == 64
+    assert cfg["model"] == "DeMoE-small" and cfg["path"]["pretrain_network_g"] == "w.pt"
+    assert cfg["train"]["betas"] == [0.9, 0.9] and cfg["val"]["metrics"][0] == "psnr"
+    assert train.resolve_config(tiny_config(tmp_path, train={"lr": "1e-3"}))["train"]["lr"] == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["train.lrr=1"], "unknown option train.lrr"),
+        (["train.lr=fast"], "train.lr must be a number"),
+        (["train.routing=manual"], "train.routing must be auto, oracle or a task"),
+        (["network_g.type=DeMoE"], "not both"),
+        (["train.freeze.all_but_experts=[blurry]"], "unknown task 'blurry'"),
+    ],
+)
+def test_config_mistakes_name_the_option(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        train.resolve_config(tiny_config(tmp_path), change, source="exp.yaml")
+
+
+def test_lr_warms_up_linearly_then_follows_a_cosine_to_the_floor():
+    factors = [train.lr_factor(s, total=12, warmup=2, floor=0.01) for s in range(13)]
+    assert factors[:2] == [0.5, 1.0]
+    assert factors[2] == pytest.approx(1.0) and factors[12] == pytest.approx(0.01)
+    assert factors[7] == pytest.approx(0.01 + 0.99 * 0.5)
+    assert all(a >= b for a, b in zip(factors[1:], factors[2:], strict=False))
+
+
+# ----------------------------------------------------------------------------- losses, freezing, data order
+
+
+def test_losses():
+    sharp = torch.rand(2, 3, 16, 16)
+    restored = sharp + 0.5
+    assert pixel_loss(restored, sharp, "l1") == pytest.approx(0.5)
+    assert charbonnier_loss(restored, sharp) == pytest.approx(0.5, abs=1e-5)
+    assert charbonnier_loss(sharp, sharp) == pytest.approx(1e-3)
+    assert fft_loss(sharp, sharp) == 0 and fft_loss(restored, sharp) > 0
+    logits = torch.tensor([[5.0, 0, 0, 0, 0], [0, 0, 0, 0, 5.0]], requires_grad=True)
+    ce_one = router_ce(logits, torch.tensor([0, -1]))
+    assert ce_one.item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits[:1], torch.tensor([0])).item()
+    )
+    none = router_ce(logits, torch.tensor([-1, -1]))
+    none.backward()
+    assert none.item() == 0 and logits.grad is not None
+
+
+def test_freeze_all_but_one_expert_trains_only_that_expert_and_fixes_the_router():
+    model = zoo.build_model(zoo.get_entry("DeMoE-tiny"))
+    train.apply_freeze(model, {"encoder": False, "router": False, "all_but_experts": ["low_light"]})
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained and all(n.startswith("experts.") and n.split(".")[3] == "4" for n in trained)
+    assert len({n.split(".")[1] for n in trained}) == len(model.experts)
+    train.set_train_mode(model)
+    assert model.experts.training and not model.mlp_branch.training
+
+
+def test_freeze_encoder_keeps_router_and_decoder_trainable():
+    model = zoo.build_model(zoo.get_entry("DeMoE-tiny"))
+    assert train.apply_freeze(model, {"encoder": True, "router": False, "all_but_experts": None}) == [
+        "encoder"
+    ]
+    assert not any(p.requires_grad for p in model.encoders.parameters())
+    assert all(p.requires_grad for p in model.mlp_branch.parameters())
+
+
+def test_two_ranks_together_see_the_one_rank_batches_and_an_epoch_can_start_part_way():
+    data = list(range(13))
+    one = train.EpochSampler(data, num_replicas=1, rank=0, seed=3)
+    ranks = [train.EpochSampler(data, num_replicas=2, rank=r, seed=3) for r in (0, 1)]
+    for sampler in (one, *ranks):
+        sampler.set_epoch(2)
+    global_batches = [sorted(list(one)[i : i + 4]) for i in range(0, 12, 4)]
+    per_rank = [list(s) for s in ranks]
+    assert [sorted(per_rank[0][i : i + 2] + per_rank[1][i : i + 2]) for i in (0, 2, 4)] == global_batches
+    one.start = 8
+    fresh = train.EpochSampler(data, 1, 0, 3)
+    fresh.set_epoch(2)
+    assert list(one) == list(fresh)[8:] and len(one) == 5
+
+
+# ----------------------------------------------------------------------------- the loop, in process
+
+
+def test_stopped_and_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(tmp_path):
+    bench = make_task_bench(tmp_path / "bench")
+    cfg = train.resolve_config(tiny_config(bench, total=7))
+    whole = train.finetune(cfg, train.RunOptions(run_dir=tmp_path / "whole", tracking=False))
+    first = train.finetune(cfg, train.RunOptions(run_dir=tmp_path / "parts", tracking=False, stop_after=3))
+    assert first["step"] == 3 and "zoo_entry" not in first
+    second = train.finetune(cfg, train.RunOptions(run_dir=tmp_path / "parts", tracking=False, resume=True))
+    assert whole["step"] == second["step"] == 7
+    assert_bitwise_equal(
+        params_of(tmp_path / "whole/models/latest.pt"), params_of(tmp_path / "parts/models/latest.pt")
+    )
+    assert [r["step"] for r in log_lines(tmp_path / "parts")] == list(range(1, 8))
+    assert [r["loss"] for r in log_lines(tmp_path / "parts")] == [
+        r["loss"] for r in log_lines(tmp_path / "whole")
+    ]
+
+
+def test_finished_run_becomes_a_zoo_entry_that_loads(tmp_path):
+    bench = make_task_bench(tmp_path / "bench")
+    cfg = train.resolve_config(tiny_config(bench, total=2, logger={"keep_checkpoint_freq": 1}))
+    result = train.finetune(
+        cfg, train.RunOptions(run_dir=tmp_path / "run", tracking=False, zoo_dir=tmp_path / "zoo")
+    )
+    entry = yaml.safe_load(Path(result["zoo_entry"]).read_text())
+    weights = tmp_path / "zoo" / entry["checkpoint"]["path"]
+    assert (
+        entry["checkpoint"]["sha256"] == sha256_file(weights)
+        and entry["checkpoint"]["size"] == weights.stat().st_size
+    )
+    model, loaded, path = zoo.create_model("tiny-ft", zoo=zoo.load_zoo(zoo.zoo_dirs([tmp_path / "zoo"])))
+    assert path == weights.resolve() and loaded.kwargs["width"] == 8
+    assert_bitwise_equal(model.state_dict(), params_of(tmp_path / "run/models/best.pt"))
+    latest = read_checkpoint(tmp_path / "run/models/latest.pt")
+    assert (latest["step"], latest["epoch"]) == (2, 1) and latest["arch"] == "DeMoE"
+    assert sorted(p.name for p in (tmp_path / "run/models").glob("step_*.pt")) == [
+        "step_0000001.pt",
+        "step_0000002.pt",
+    ]
+    saved = yaml.safe_load((tmp_path / "run/config.yaml").read_text())
+    assert saved["train"]["total_iter"] == 2 and saved["datasets"]["train"]["bench"] == str(bench)
+
+
+def test_resume_refuses_other_settings_and_a_missing_state(tmp_path):
+    bench = make_task_bench(tmp_path / "bench")
+    with pytest.raises(train.TrainError, match="holds no training_state.pt"):
+        train.finetune(
+            train.resolve_config(tiny_config(bench)), train.RunOptions(run_dir=tmp_path / "run", resume=True)
+        )
+    train.finetune(
+        train.resolve_config(tiny_config(bench, total=2)),
+        train.RunOptions(run_dir=tmp_path / "run", tracking=False, stop_after=1),
+    )
+    with pytest.raises(train.TrainError, match=r"other settings \(train.lr\)"):
+        train.finetune(
+            train.resolve_config(tiny_config(bench, total=2), ["train.lr=0.1"]),
+            train.RunOptions(run_dir=tmp_path / "run", tracking=False),
+        )
+
+
+def test_oracle_routing_needs_labels_and_a_model_without_checkpoint_needs_pretrained_false(tmp_path):
+    bench = make_task_bench(tmp_path / "bench")
+    unlabelled = tmp_path / "flat"
+    (unlabelled / "blur").mkdir(parents=True)
+    (unlabelled / "sharp").mkdir()
+    for sub in ("blur", "sharp"):
+        for f in (bench / "train/defocus" / sub).iterdir():
+            (unlabelled / sub / f.name).write_bytes(f.read_bytes())
+    doc = tiny_config(unlabelled, train={"routing": "oracle"})
+    doc["datasets"]["train"]["split"] = None
+    with pytest.raises(train.TrainError, match="oracle needs task labels"):
+        train.finetune(train.resolve_config(doc), train.RunOptions(run_dir=tmp_path / "a", tracking=False))
+    with pytest.raises(train.TrainError, match="pretrained: false"):
+        train.finetune(
+            train.resolve_config(tiny_config(bench), ["pretrained=true"]),
+            train.RunOptions(run_dir=tmp_path / "b", tracking=False),
+        )
+
+
+# ----------------------------------------------------------------------------- the command, in subprocesses
+
+
+def cli(*args, cwd: Path, env_extra=None, timeout=300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "demoe.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_config(path: Path, doc: dict) -> Path:
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    bench = make_task_bench(tmp_path / "bench")
+    # A frozen router runs in eval mode, so its BatchNorm does not see the per-process batch size.
+    doc = tiny_config(bench, total=6, train={"freeze": {"router": True}})
+    config = write_config(tmp_path / "exp.yaml", doc)
+    one = cli("finetune", "-c", str(config), "--no-tracking", "--out", str(tmp_path / "one"), cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    two = cli(
+        "finetune",
+        "-c",
+        str(config),
+        "--no-tracking",
+        "--out",
+        str(tmp_path / "two"),
+        "--nproc",
+        "2",
+        cwd=tmp_path,
+    )
+    assert two.returncode == 0, two.stderr
+    assert "2 process(es) on cpu" in two.stdout
+    a, b = log_lines(tmp_path / "one"), log_lines(tmp_path / "two")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 7))
+    for key in ("loss", "pixel", "router_ce", "lr"):
+        assert [r[key] for r in b] == pytest.approx([r[key] for r in a], rel=1e-4), key
+    assert not torch.equal(
+        params_of(tmp_path / "one/models/latest.pt")["intro.weight"],
+        read_checkpoint_start(doc)["intro.weight"],
+    )
+
+
+def read_checkpoint_start(doc: dict) -> dict:
+    torch.manual_seed(doc.get("manual_seed", 0))
+    return zoo.build_model(zoo.get_entry(doc["model"])).state_dict()
+
+
+@pytest.mark.slow
+def test_killed_at_a_random_step_and_resumed_ends_bitwise_equal(tmp_path):
+    bench = make_task_bench(tmp_path / "bench")
+    doc = tiny_config(bench, total=12, val=True, logger={"save_checkpoint_freq": 1})
+    config = write_config(tmp_path / "exp.yaml", doc)
+    args = ["finetune", "-c", str(config), "--no-tracking", "--zoo-dir", str(tmp_path / "zoo")]
+    whole = cli(*args, "--out", str(tmp_path / "whole"), cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+
+    kill_at = random.Random().randint(2, 9)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "demoe.cli", *args, "--out", str(tmp_path / "cut")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    for line in proc.stdout:
+        if line.startswith(f"step {kill_at}/"):
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+    resumed = cli(*args, "--out", str(tmp_path / "cut"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    first = resumed.stdout.splitlines()[0]
+    resumed_at = int(first.split(" at step ")[1].split("/")[0])
+    assert first.startswith("resuming") and kill_at - 1 <= resumed_at < 12, (kill_at, first)
+    assert_bitwise_equal(
+        params_of(tmp_path / "whole/models/latest.pt"), params_of(tmp_path / "cut/models/latest.pt")
+    )
+    assert [r["step"] for r in log_lines(tmp_path / "cut")] == list(range(1, 13))
+    validations = [json.loads(line) for line in (tmp_path / "cut/validation.jsonl").read_text().splitlines()]
+    assert [v["step"] for v in validations] == [3, 6, 9, 12]
+    assert (
+        "val/routing_accuracy" in validations[0]["figures"]
+        and "val/identity/psnr" in validations[0]["figures"]
+    )
+    best = max(validations, key=lambda v: v["figures"]["val/psnr"])
+    assert read_checkpoint(tmp_path / "cut/models/best.pt")["step"] == best["step"]
+    assert_bitwise_equal(
+        params_of(tmp_path / "whole/models/best.pt"), params_of(tmp_path / "cut/models/best.pt")
+    )
+
+
+@pytest.mark.slow
+def test_finetune_logs_to_mlflow_and_its_zoo_entry_runs_with_the_validation_figures(tmp_path):
+    from mlflow import MlflowClient
+
+    bench = make_task_bench(tmp_path / "bench")
+    doc = tiny_config(
+        bench,
+        total=4,
+        val=True,
+        logger={"register_model": "tiny-ft", "model_alias": "champion", "experiment": "ft", "print_freq": 1},
+    )
+    config = write_config(tmp_path / "exp.yaml", doc)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    zoo_dir, run_dir = tmp_path / "zoo", tmp_path / "run"
+    result = cli(
+        "finetune",
+        "-c",
+        str(config),
+        "--tracking-uri",
+        uri,
+        "--zoo-dir",
+        str(zoo_dir),
+        "--out",
+        str(run_dir),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("ft")
+    runs = client.search_runs([experiment.experiment_id], "tags.`demoe.kind` = 'finetune'")
+    assert len(runs) == 1
+    run = runs[0]
+    run_id = run.info.run_id
+    assert run.info.status == "FINISHED" and run.info.run_name == "tiny-ft"
+    assert (
+        run.data.params["config.train.total_iter"] == "4" and run.data.params["config.model"] == "DeMoE-tiny"
+    )
+    for key in ("train/loss", "train/router_ce", "lr"):
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [1, 2, 3, 4], key
+    val_psnr = {m.step: m.value for m in client.get_metric_history(run_id, "val/psnr")}
+    assert sorted(val_psnr) == [3, 4]
+    usage = [client.get_metric_history(run_id, f"val/expert_usage/{t}")[-1].value for t in TASK_PAIR]
+    assert 0 <= sum(usage) <= 1.0 + 1e-9
+    assert {a.path for a in client.list_artifacts(run_id, "best")} == {"best/best.pt"}
+    downloaded = client.download_artifacts(run_id, "best/best.pt", str(tmp_path / "dl"))
+    assert_bitwise_equal(params_of(Path(downloaded)), params_of(run_dir / "models/best.pt"))
+    assert client.get_model_version_by_alias("tiny-ft", "champion").run_id == run_id
+
+    entry = yaml.safe_load((zoo_dir / "tiny-ft.yaml").read_text())
+    best_psnr = max(val_psnr.values())
+    assert entry["info"]["run_id"] == run_id and entry["info"]["validation"]["val/psnr"] == round(
+        best_psnr, 4
+    )
+    evaluated = cli(
+        "run",
+        "--model",
+        "tiny-ft",
+        "--zoo-dir",
+        str(zoo_dir),
+        "--bench",
+        str(bench),
+        "--split",
+        "test",
+        "--routing",
+        "auto",
+        "--metrics",
+        "psnr",
+        "--workers",
+        "0",
+        "--no-tracking",
+        "--out",
+        str(tmp_path / "eval"),
+        cwd=tmp_path,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    figures = json.loads((tmp_path / "eval/results.json").read_text())["results"]["auto"]["metrics"]
+    assert figures["psnr"] == pytest.approx(best_psnr, abs=1e-6)
+
+
+def test_ddp_searches_unused_parameters_only_when_routing_can_skip_experts():
+    tiny = zoo.get_entry("DeMoE-tiny")
+    assert train.leaves_experts_unused(zoo.build_model(tiny), "auto")
+    assert not train.leaves_experts_unused(zoo.build_model(tiny, k=5), "auto")
+    assert train.leaves_experts_unused(zoo.build_model(tiny, k=5), "oracle")
+    assert not train.leaves_experts_unused(zoo.build_model(zoo.get_entry("NAFNet-small")), "auto")
+
+
+def test_mixed_precision_is_off_on_cpu_unless_asked_and_then_trains(tmp_path):
+    assert train.wanted_amp("auto", torch.device("cpu")) is None
+    assert train.wanted_amp("none", torch.device("cpu")) is None
+    assert train.wanted_amp("bf16", torch.device("cpu")) is torch.bfloat16
+    bench = make_task_bench(tmp_path / "bench")
+    cfg = train.resolve_config(tiny_config(bench, total=2, train={"amp": "bf16", "grad_clip": 0.1}))
+    result = train.finetune(cfg, train.RunOptions(run_dir=tmp_path / "run", tracking=False))
+    assert result["step"] == 2
+    assert all(torch.isfinite(v).all() for v in params_of(tmp_path / "run/models/latest.pt").values())
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml")))
+def test_experiment_files_that_train_resolve(path):
+    doc = yaml.safe_load(path.read_text())
+    if "datasets" not in doc:
+        pytest.skip(f"{path.name} is not a finetuning file")
+    cfg = train.resolve_config(doc, source=str(path))
+    assert cfg["name"] and cfg["datasets"]["train"]["bench"]
+
+
+def test_shipped_default_model_matches_its_entry_and_restores():
+    entry = zoo.get_entry(zoo.DEFAULT_MODEL)
+    weights = entry.shipped_checkpoint()
+    assert (
+        entry.name == "DeMoE-tiny-synth" and entry.checkpoint.path == "weights/DeMoE-tiny-synth.safetensors"
+    )
+    assert sha256_file(weights) == entry.checkpoint.sha256 and weights.stat().st_size == entry.checkpoint.size
+    model, _, path = zoo.create_model(zoo.DEFAULT_MODEL)
+    assert path == weights and sum(p.numel() for p in model.parameters()) == 1_188_265
+    with torch.inference_mode():
+        out = model(torch.rand(1, 3, 40, 48))
+    assert out["output"].shape == (1, 3, 40, 48) and out["router_logits"].shape == (1, 5)
