@@ -29,9 +29,9 @@ import yaml
 
 from demoe.data.images import IMAGE_PATTERNS, ImageReadError, ImageWarning, probe_image, read_image
 from demoe.errors import DemoeError
-from demoe.tasks import TASKS
 from demoe.paths import data_root as default_data_root
 from demoe.paths import demoe_home, shipped_dir
+from demoe.tasks import TASKS
 
 PAIR_FOLDERS: tuple[tuple[str, str], ...] = (
     ("blur", "sharp"),

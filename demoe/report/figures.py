@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from demoe.fileio import atomic_write
+from demoe.report.collect import mode_rank
 from demoe.tasks import TASKS
 
 SHORT = {
@@ -149,8 +150,6 @@ def confusion_figure(matrix: list[list[int]], labels: list[str], title: str = ""
 def distribution_figure(per_image, metric: str = "psnr", title: str = ""):
     """Box plots of a per-image metric per task label (one box per routing mode), from ``per_image.parquet`` rows."""
     plt = _pyplot()
-    from demoe.report.collect import mode_rank
-
     modes = sorted(per_image["mode"].unique(), key=mode_rank)
     labelled = per_image["label"].notna().any()
     groups = task_order(per_image["label"].dropna().unique()) if labelled else [None]
@@ -277,9 +276,9 @@ def image_grid_figure(
             ax.set_title(caption, fontsize=8)
             if c == 0:
                 ax.set_ylabel(row_title, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    if title:
+        fig.suptitle(title, fontsize=10, y=1.0, va="bottom")
     return fig
 
 

@@ -1,0 +1,420 @@
+"""Finished runs read back from MLflow as plain records: what every table and figure of a report is made of.
+
+Which runs: an experiment's evaluations and finetunings, a sweep's evaluations (``-e FILE``: the latest
+sweep run of that name), or runs named by id. When one (model, benchmark) was evaluated more than once,
+the latest finished run stands for it and the others are listed as left out.
+"""
+
+import json
+import math
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from demoe.errors import DemoeError
+from demoe.tasks import TASKS
+
+EVAL, SWEEP, FINETUNE = "eval", "sweep", "finetune"
+RUN_METRICS = ("routing_accuracy", "seconds_per_image", "images")
+MODE_ORDER = ("identity", "auto", "oracle", *TASKS)
+
+
+class ReportError(DemoeError):
+    pass
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    metrics: dict[str, float]
+    images: int
+    routing_accuracy: float | None = None
+    seconds_per_image: float | None = None
+
+
+@dataclass
+class Costs:
+    params: int | None = None
+    active_params: int | None = None
+    gflops: float | None = None
+
+
+@dataclass
+class EvalRun:
+    run_id: str
+    label: str  # the row name: model, "-kK" when k was set for the run, checkpoint hash when ambiguous
+    model: str
+    bench: str
+    split: str
+    k: int | None
+    checkpoint_sha256: str
+    bench_fingerprint: str
+    start_time: int
+    modes: dict[str, ModeResult]
+    metrics_requested: list[str]
+    metrics_unavailable: dict[str, str] = field(default_factory=dict)
+    protocol_note: str | None = None
+    results: dict | None = None
+    per_image: object | None = None  # pandas DataFrame of per_image.parquet, None when not logged
+    samples: dict[str, dict[str, Path]] = field(default_factory=dict)  # image name -> {tag: PNG}
+    costs: Costs = field(default_factory=Costs)
+
+    @property
+    def key(self) -> str:
+        return f"{self.label}@{self.bench}"
+
+    @property
+    def has_router(self) -> bool:
+        return any("expert_usage" in r for r in (self.results or {}).get("results", {}).values())
+
+    @property
+    def labelled(self) -> bool:
+        return self.per_image is not None and bool(self.per_image["label"].notna().any())
+
+    def ordered_modes(self) -> list[str]:
+        return sorted(self.modes, key=mode_rank)
+
+
+@dataclass
+class FinetuneRun:
+    run_id: str
+    name: str
+    model: str | None
+    start_time: int
+    status: str
+    tags: dict[str, str]  # the run's demoe.* tags (start model, training benchmark, ...)
+    curves: dict[str, list[tuple[int, float]]]  # metric key -> (step, value) in step order
+
+
+@dataclass
+class Collection:
+    source: str
+    evals: list[EvalRun]
+    finetunes: list[FinetuneRun]
+    left_out: list[str] = field(default_factory=list)  # "run id (why)"
+
+
+@dataclass
+class Selection:
+    experiment: str | None = None
+    run_ids: list[str] = field(default_factory=list)
+    experiment_file: Path | None = None
+    models: list[str] = field(default_factory=list)
+    benches: list[str] = field(default_factory=list)
+
+
+def mode_rank(mode: str) -> tuple[int, str]:
+    return (MODE_ORDER.index(mode), mode) if mode in MODE_ORDER else (len(MODE_ORDER), mode)
+
+
+def collect(selection: Selection, download_dir: Path, tracking_uri: str | None = None) -> Collection:
+    """The finished runs ``selection`` names, with their per-image tables and samples downloaded."""
+    from mlflow.exceptions import MlflowException
+
+    from demoe.tracking import set_tracking
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = set_tracking(tracking_uri, None)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise ReportError(
+            f"no MLflow store at {uri.removeprefix('sqlite:///')}; run the report where `demoe-eval run` "
+            "logged its runs, or pass --tracking-uri"
+        )
+    try:
+        return _collect(selection, Path(download_dir), uri)
+    except MlflowException as e:
+        raise ReportError(
+            f"could not read runs from MLflow at {uri}: {str(e).splitlines()[0][:300]}"
+        ) from None
+
+
+def _collect(selection: Selection, download_dir: Path, uri: str) -> Collection:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if selection.run_ids:
+        runs, source = _runs_by_id(client, selection.run_ids)
+    else:
+        experiment = _experiment(client, selection.experiment, uri)
+        runs = mlflow.search_runs(experiment_ids=[experiment.experiment_id], output_format="list")
+        source = f"experiment {experiment.name!r}"
+        if selection.experiment_file is not None:
+            runs, source = _sweep_runs(runs, selection.experiment_file, experiment.name)
+    runs = [r for r in runs if r.info.status == "FINISHED"]
+    parents = [r for r in runs if _tag(r, "demoe.kind") == EVAL and not _tag(r, "demoe.routing")]
+    children = _children(client, runs, parents)
+    evals = [_eval_run(r, children.get(r.info.run_id, [])) for r in parents]
+    evals, left_out = _latest_per_key(_filtered(_disambiguated(evals), selection, source))
+    for run in evals:
+        _download(client, run, download_dir / run.run_id)
+    finetunes = [
+        _finetune_run(client, r)
+        for r in runs
+        if _tag(r, "demoe.kind") == FINETUNE
+        and not (selection.models and _tag(r, "demoe.model") not in selection.models)
+    ]
+    return Collection(
+        source=f"{source} at {uri}",
+        evals=sorted(evals, key=lambda e: (e.label, e.bench)),
+        finetunes=sorted(finetunes, key=lambda f: (f.name, f.run_id)),
+        left_out=left_out,
+    )
+
+
+def _tag(run, name: str) -> str | None:
+    return run.data.tags.get(name) or None
+
+
+def _experiment(client, name: str | None, uri: str):
+    name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "Default"
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        known = sorted(e.name for e in client.search_experiments())
+        raise ReportError(
+            f"--experiment {name}: no such experiment at {uri}; experiments there: {', '.join(known) or 'none'}"
+        )
+    return experiment
+
+
+def _runs_by_id(client, run_ids: list[str]):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    selected = {}
+    for run_id in run_ids:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            raise ReportError(f"--runs {run_id}: no such run in the tracking store") from None
+        kind, routing, parent = (
+            _tag(run, "demoe.kind"),
+            _tag(run, "demoe.routing"),
+            _tag(run, "mlflow.parentRunId"),
+        )
+        if kind == EVAL and routing and parent:
+            run = client.get_run(parent)
+        elif kind not in (EVAL, FINETUNE, SWEEP):
+            raise ReportError(f"--runs {run_id}: not a demoe-eval evaluation, sweep or finetuning run")
+        selected[run.info.run_id] = run
+        if kind == SWEEP:
+            for child in mlflow.search_runs(
+                experiment_ids=[run.info.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'",
+                output_format="list",
+            ):
+                selected[child.info.run_id] = child
+    return list(selected.values()), f"runs {', '.join(run_ids)}"
+
+
+def _sweep_runs(runs: list, experiment_file: Path, experiment: str):
+    from demoe.config import load_config
+
+    doc = load_config(experiment_file)
+    name = str(doc.get("name", Path(experiment_file).stem))
+    sweeps = [
+        r
+        for r in runs
+        if _tag(r, "demoe.kind") == SWEEP and r.info.run_name == name and r.info.status == "FINISHED"
+    ]
+    if not sweeps:
+        raise ReportError(
+            f"-e {experiment_file}: no sweep run named {name!r} in experiment {experiment!r}; "
+            f"run `demoe-eval run -e {experiment_file}` first or pass --experiment"
+        )
+    sweep = max(sweeps, key=lambda r: (r.info.start_time, r.info.run_id))
+    evals = {r.info.run_id for r in runs if _tag(r, "mlflow.parentRunId") == sweep.info.run_id}
+    chosen = [r for r in runs if r.info.run_id in evals or _tag(r, "mlflow.parentRunId") in evals]
+    return chosen, f"sweep {name!r} (run {sweep.info.run_id}) in experiment {experiment!r}"
+
+
+def _children(client, runs: list, parents: list) -> dict[str, list]:
+    """Routing-mode child runs per parent id, searched for in the parents' experiments when not at hand."""
+    import mlflow
+
+    known = {r.info.run_id for r in runs}
+    have = {_tag(r, "mlflow.parentRunId") for r in runs if _tag(r, "demoe.routing")}
+    missing = [p for p in parents if p.info.run_id not in have]
+    extra = []
+    for experiment_id in sorted({p.info.experiment_id for p in missing}):
+        extra += mlflow.search_runs(
+            experiment_ids=[experiment_id], filter_string="tags.`demoe.kind` = 'eval'", output_format="list"
+        )
+    out: dict[str, list] = {}
+    for run in runs + [r for r in extra if r.info.run_id not in known]:
+        parent = _tag(run, "mlflow.parentRunId")
+        if _tag(run, "demoe.routing") and parent and run.info.status == "FINISHED":
+            out.setdefault(parent, []).append(run)
+    return out
+
+
+def _filtered(evals: list[EvalRun], selection: Selection, source: str) -> list[EvalRun]:
+    """Runs whose model (zoo name or row label) and benchmark are among those asked for."""
+    for option, values, names_of in (
+        ("--models", selection.models, lambda r: {r.model, r.label}),
+        ("--benches", selection.benches, lambda r: {r.bench}),
+    ):
+        if not values:
+            continue
+        present = set().union(*(names_of(r) for r in evals)) if evals else set()
+        absent = [v for v in values if v not in present]
+        if absent:
+            raise ReportError(
+                f"{option} {','.join(absent)}: no finished evaluation in {source}; "
+                f"it has {', '.join(sorted(present)) or 'none'}"
+            )
+        evals = [r for r in evals if names_of(r) & set(values)]
+    return evals
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _eval_run(parent, children: list) -> EvalRun:
+    modes = {}
+    for child in sorted(children, key=lambda c: (c.info.start_time, c.info.run_id)):
+        metrics = child.data.metrics
+        mode = _tag(child, "demoe.routing")
+        modes[mode] = ModeResult(
+            mode=mode,
+            metrics={k: v for k, v in metrics.items() if k not in RUN_METRICS and not math.isnan(v)},
+            images=int(metrics.get("images", 0)),
+            routing_accuracy=metrics.get("routing_accuracy"),
+            seconds_per_image=metrics.get("seconds_per_image"),
+        )
+    config_k = _int_or_none(parent.data.params.get("config.k"))
+    model = _tag(parent, "demoe.model") or parent.info.run_name
+    unavailable = _unavailable_from_tag(_tag(parent, "demoe.metrics_unavailable") or "")
+    requested = sorted({m for r in modes.values() for m in r.metrics} | set(unavailable))
+    return EvalRun(
+        run_id=parent.info.run_id,
+        label=f"{model}-k{config_k}" if config_k else model,
+        model=model,
+        bench=_tag(parent, "demoe.bench") or "?",
+        split=_tag(parent, "demoe.split") or "",
+        k=_int_or_none(_tag(parent, "demoe.k_used")),
+        checkpoint_sha256=_tag(parent, "demoe.checkpoint_sha256") or "none",
+        bench_fingerprint=_tag(parent, "demoe.bench_fingerprint") or "",
+        start_time=parent.info.start_time or 0,
+        modes=modes,
+        metrics_requested=requested,
+        metrics_unavailable=unavailable,
+        protocol_note=_tag(parent, "demoe.protocol_note"),
+        costs=Costs(params=_int_or_none(_tag(parent, "demoe.params"))),
+    )
+
+
+def _unavailable_from_tag(text: str) -> dict[str, str]:
+    """``name: reason; name: reason`` as logged; reasons may hold "; " themselves (results.json is exact)."""
+    import re
+
+    starts = list(re.finditer(r"(?:^|; )([a-z0-9][a-z0-9_-]*): ", text))
+    return {
+        m.group(1): text[m.end() : starts[i + 1].start() if i + 1 < len(starts) else len(text)]
+        for i, m in enumerate(starts)
+    }
+
+
+def _disambiguated(evals: list[EvalRun]) -> list[EvalRun]:
+    """Label runs of one model name made with different checkpoints by the checkpoint's hash."""
+    shas: dict[str, set[str]] = {}
+    for run in evals:
+        shas.setdefault(run.label, set()).add(run.checkpoint_sha256)
+    return [
+        replace(run, label=f"{run.label} [{run.checkpoint_sha256[:8]}]") if len(shas[run.label]) > 1 else run
+        for run in evals
+    ]
+
+
+def _latest_per_key(evals: list[EvalRun]) -> tuple[list[EvalRun], list[str]]:
+    latest: dict[str, EvalRun] = {}
+    for run in sorted(evals, key=lambda e: (e.start_time, e.run_id)):
+        latest[run.key] = run
+    kept = {id(r) for r in latest.values()}
+    left_out = [
+        f"{r.run_id} ({r.key}: a later run of the same model and benchmark is shown)"
+        for r in sorted(evals, key=lambda e: (e.key, e.start_time, e.run_id))
+        if id(r) not in kept
+    ]
+    return list(latest.values()), left_out
+
+
+def _download(client, run: EvalRun, folder: Path) -> None:
+    import mlflow
+    import pandas as pd
+
+    from demoe.tracking import RESULTS_FILE, TABLE_STEM
+
+    names = {a.path for a in client.list_artifacts(run.run_id)}
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def fetch(path: str) -> Path:
+        return Path(
+            mlflow.artifacts.download_artifacts(run_id=run.run_id, artifact_path=path, dst_path=str(folder))
+        )
+
+    if RESULTS_FILE in names:
+        run.results = json.loads(fetch(RESULTS_FILE).read_text(encoding="utf-8"))
+        run.metrics_unavailable = dict(sorted((run.results.get("metrics_unavailable") or {}).items()))
+        run.metrics_requested = sorted(
+            {m for r in run.modes.values() for m in r.metrics} | set(run.metrics_unavailable)
+        )
+    if f"{TABLE_STEM}.parquet" in names:
+        table = pd.read_parquet(fetch(f"{TABLE_STEM}.parquet"))
+        run.per_image = table.sort_values(["mode", "name"], kind="stable").reset_index(drop=True)
+    if "samples" in names:
+        for png in sorted(fetch("samples").glob("*.png")):
+            stem, _, tag = png.stem.rpartition("__")
+            if stem:
+                run.samples.setdefault(stem.replace("__", "/"), {})[tag] = png
+
+
+def _finetune_run(client, run) -> FinetuneRun:
+    curves = {}
+    for key in sorted(run.data.metrics):
+        history = client.get_metric_history(run.info.run_id, key)
+        curves[key] = sorted((m.step, m.value) for m in history)
+    return FinetuneRun(
+        run_id=run.info.run_id,
+        name=run.info.run_name or run.info.run_id,
+        model=_tag(run, "demoe.model"),
+        start_time=run.info.start_time or 0,
+        status=run.info.status,
+        tags={k: v for k, v in sorted(run.data.tags.items()) if k.startswith("demoe.")},
+        curves=curves,
+    )
+
+
+def model_costs(run: EvalRun, zoo: dict) -> Costs:
+    """Total and active parameters (the top-k experts of each MoE block) and GFLOPs at 256x256 of ``run``'s model."""
+    from demoe.zoo import build_model, model_stats
+
+    entry = zoo.get(run.model)
+    if entry is None:
+        return run.costs
+    if run.k is not None and "k_used" in entry.kwargs:
+        entry = replace(entry, kwargs={**entry.kwargs, "k_used": run.k})
+    stats = model_stats(entry)
+    model = build_model(entry)
+    inactive = 0
+    for block in getattr(model, "experts", []):
+        per_expert = sum(p.numel() for p in block.experts[0].parameters())
+        inactive += per_expert * (block.num_experts - block.used)
+    return Costs(params=stats["params"], active_params=stats["params"] - inactive, gflops=stats["gflops"])
+
+
+def add_costs(collection: Collection, zoo_dirs: list[Path] | tuple = ()) -> dict:
+    """Fill each evaluation's costs from the zoo; returns the zoo entries' published figures by row label."""
+    from demoe import zoo
+
+    entries = zoo.load_zoo(zoo.zoo_dirs(zoo_dirs))
+    for run in collection.evals:
+        run.costs = model_costs(run, entries)
+    return {
+        r.label: entries[r.model].paper
+        for r in collection.evals
+        if r.label == r.model and r.model in entries and entries[r.model].paper
+    }

@@ -1,0 +1,646 @@
+"""The report's tables, built from collected runs, and written as Markdown, LaTeX (booktabs) and CSV.
+
+Every table is plain data (``Table``) first: the same rows become every format, so the numbers agree
+everywhere. Output is deterministic: rows sorted, numbers in fixed formats, missing values ``n/a``.
+"""
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from functools import cache
+
+from demoe.report.collect import Collection, EvalRun, FinetuneRun, mode_rank
+from demoe.report.figures import SHORT
+from demoe.tasks import TASKS
+
+MISSING = "n/a"
+METRIC_ORDER = ("psnr", "ssimc", "ssim", "lpips", "lpips-vgg")
+METRIC_TITLES = {
+    "psnr": "PSNR",
+    "ssimc": "SSIM",
+    "ssim": "SSIM-Y",
+    "lpips": "LPIPS",
+    "lpips-vgg": "LPIPS-VGG",
+}
+
+
+@dataclass
+class Column:
+    key: str  # the CSV header
+    title: str
+    group: str = ""
+    fmt: str = "{}"
+    lower_better: bool | None = None  # None: no best value is marked in this column
+
+
+@dataclass
+class Table:
+    name: str  # file stem under tables/
+    title: str
+    columns: list[Column]
+    rows: list[list] = field(default_factory=list)  # cells: float, int, str, or None (missing)
+    ranked: list[bool] = field(default_factory=list)  # rows that compete for the best value
+    breaks: list[int] = field(default_factory=list)  # row indices a rule is drawn above
+    notes: list[str] = field(default_factory=list)
+    document: bool = True  # shown in report.md/html; otherwise written as CSV only
+
+    def add(self, row: list, ranked: bool = False, rule: bool = False) -> None:
+        if rule and self.rows:
+            self.breaks.append(len(self.rows))
+        self.rows.append(row)
+        self.ranked.append(ranked)
+
+
+# ----------------------------------------------------------------------------- cells and best values
+
+
+def metric_title(name: str) -> str:
+    return METRIC_TITLES.get(name, name.upper())
+
+
+def metric_format(name: str) -> str:
+    return "{:.2f}" if name.startswith("psnr") else "{:.4f}"
+
+
+def ordered_metrics(names) -> list[str]:
+    return sorted(
+        set(names), key=lambda m: (METRIC_ORDER.index(m) if m in METRIC_ORDER else len(METRIC_ORDER), m)
+    )
+
+
+@cache
+def lower_better(metric: str) -> bool:
+    """pyiqa's direction of ``metric`` (``val/psnr`` reads as ``psnr``); names pyiqa does not know rank higher-first."""
+    from demoe.metrics import MetricError, availability
+
+    name = metric.rpartition("/")[2]
+    try:
+        return availability([name])[name].lower_better
+    except MetricError:
+        return False
+
+
+def format_cell(value, column: Column) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if isinstance(value, float):
+        return column.fmt.format(value)
+    return str(value)
+
+
+def best_cells(table: Table) -> set[tuple[int, int]]:
+    """(row, column) of the best value of each ranked column among ranked rows; ties (as printed) all marked."""
+    marked = set()
+    for j, column in enumerate(table.columns):
+        if column.lower_better is None:
+            continue
+        values = {
+            i: float(column.fmt.format(row[j]))
+            for i, row in enumerate(table.rows)
+            if table.ranked[i] and isinstance(row[j], float) and not math.isnan(row[j])
+        }
+        if len(values) < 2:
+            continue
+        best = (min if column.lower_better else max)(values.values())
+        marked |= {(i, j) for i, v in values.items() if v == best}
+    return marked
+
+
+def arrow(column: Column) -> str:
+    return "" if column.lower_better is None else ("↓" if column.lower_better else "↑")
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def to_markdown(table: Table) -> str:
+    best = best_cells(table)
+    header = [" ".join(p for p in (c.group, c.title + arrow(c)) if p) for c in table.columns]
+    align = ["---:" if is_numeric(table, j) else "---" for j in range(len(table.columns))]
+    lines = [f"| {' | '.join(header)} |", f"| {' | '.join(align)} |"]
+    for i, row in enumerate(table.rows):
+        cells = []
+        for j, column in enumerate(table.columns):
+            text = format_cell(row[j], column).replace("|", "\\|")
+            cells.append(f"**{text}**" if (i, j) in best else text)
+        lines.append(f"| {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
+def is_numeric(table: Table, j: int) -> bool:
+    """Whether column ``j`` holds numbers (right-aligned) rather than names."""
+    column = table.columns[j]
+    if column.lower_better is not None or column.fmt != "{}":
+        return True
+    return any(isinstance(row[j], float | int) and not isinstance(row[j], bool) for row in table.rows)
+
+
+TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_"}
+TEX_ESCAPES |= {"{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "−": "$-$"}
+TEX_ESCAPES |= {"↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+
+
+def tex_escape(text: str) -> str:
+    return "".join(TEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs ``table`` float: group headers spanning their columns, the best values in bold."""
+    best = best_cells(table)
+    spec = "".join("r" if is_numeric(table, j) else "l" for j in range(len(table.columns)))
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{tex_escape(table.title)}}}",
+        rf"\label{{tab:{table.name}}}",
+        r"\small",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+    ]
+    groups = column_groups(table.columns)
+    if any(g for g, _, _ in groups):
+        cells, rules = [], []
+        for group, start, width in groups:
+            if group:
+                cells.append(rf"\multicolumn{{{width}}}{{c}}{{{tex_escape(group)}}}")
+                rules.append(rf"\cmidrule(lr){{{start + 1}-{start + width}}}")
+            else:
+                cells += [""] * width
+        lines += [" & ".join(cells) + r" \\", " ".join(rules)]
+    tex_arrow = {"↑": r"$\uparrow$", "↓": r"$\downarrow$", "": ""}
+    lines.append(" & ".join(tex_escape(c.title) + tex_arrow[arrow(c)] for c in table.columns) + r" \\")
+    lines.append(r"\midrule")
+    for i, row in enumerate(table.rows):
+        if i in table.breaks:
+            lines.append(r"\midrule")
+        cells = []
+        for j, column in enumerate(table.columns):
+            text = tex_escape(format_cell(row[j], column))
+            cells.append(rf"\textbf{{{text}}}" if (i, j) in best else text)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if table.notes:
+        lines.append(r"\par\smallskip\footnotesize " + tex_escape(" ".join(table.notes)))
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def column_groups(columns: list[Column]) -> list[tuple[str, int, int]]:
+    """Runs of adjacent columns sharing a group: (group, first index, width)."""
+    out: list[tuple[str, int, int]] = []
+    for i, column in enumerate(columns):
+        if out and out[-1][0] == column.group and column.group:
+            group, start, width = out[-1]
+            out[-1] = (group, start, width + 1)
+        else:
+            out.append((column.group, i, 1))
+    return out
+
+
+def to_csv(table: Table) -> str:
+    """Machine-readable: headers are the columns' keys, numbers at six decimals, missing as ``n/a``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([c.key for c in table.columns])
+    for row in table.rows:
+        writer.writerow(
+            [
+                MISSING
+                if v is None or (isinstance(v, float) and math.isnan(v))
+                else f"{v:.6f}"
+                if isinstance(v, float)
+                else v
+                for v in row
+            ]
+        )
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------- the tables
+
+
+def _metric_columns(metrics: list[str], group: str, prefix: str) -> list[Column]:
+    return [
+        Column(f"{prefix}{m}", metric_title(m), group, metric_format(m), lower_better(m)) for m in metrics
+    ]
+
+
+def _mean(values: list) -> float | None:
+    return None if not values or any(v is None for v in values) else sum(values) / len(values)
+
+
+def routing_name(run: EvalRun, mode: str) -> str:
+    return "-" if mode == "auto" and not run.has_router else mode
+
+
+def main_table(collection: Collection, paper: dict[str, dict] | None = None) -> Table:
+    """One row per (model, routing mode), a column group per benchmark, the average, cost columns.
+
+    ``paper`` maps a model name to its zoo entry's ``paper`` figures ``{bench: {metric: value}}``.
+    """
+    evals = collection.evals
+    benches = sorted({r.bench for r in evals})
+    metrics = ordered_metrics(m for r in evals for m in r.metrics_requested)
+    columns = [Column("model", "Model"), Column("routing", "Routing")]
+    for bench in benches:
+        columns += _metric_columns(metrics, bench, f"{bench}/")
+    average = len(benches) > 1
+    if average:
+        columns += _metric_columns(metrics, "Average", "average/")
+    columns += [
+        Column("params_m", "Params (M)", fmt="{:.2f}"),
+        Column("gflops_256", "GFLOPs@256", fmt="{:.2f}"),
+        Column("seconds_per_image", "s/img", fmt="{:.4f}"),
+    ]
+    table = Table("main", "Restoration quality per benchmark and routing mode", columns)
+
+    by_key = {(r.label, r.bench): r for r in evals}
+    identity = []
+    for bench in benches:
+        runs = [r for r in evals if r.bench == bench and "identity" in r.modes]
+        identity += [runs[0].modes["identity"].metrics.get(m) if runs else None for m in metrics]
+    table.add(
+        [
+            "Blurred input",
+            "identity",
+            *identity,
+            *_averages(identity, metrics, benches, average),
+            "-",
+            "-",
+            "-",
+        ]
+    )
+
+    for label in sorted({r.label for r in evals}):
+        runs = [by_key[(label, b)] for b in benches if (label, b) in by_key]
+        modes = sorted({m for r in runs for m in r.modes if m != "identity"}, key=mode_rank)
+        first = runs[0]
+        for n, mode in enumerate(modes):
+            values = []
+            for bench in benches:
+                result = by_key[(label, bench)].modes.get(mode) if (label, bench) in by_key else None
+                values += [result.metrics.get(m) if result else None for m in metrics]
+            timed = [
+                r.modes[mode] for r in runs if mode in r.modes and r.modes[mode].seconds_per_image is not None
+            ]
+            images = sum(t.images for t in timed)
+            seconds = sum(t.seconds_per_image * t.images for t in timed) / images if images else None
+            params = first.costs.params / 1e6 if first.costs.params else None
+            gflops = first.costs.gflops
+            table.add(
+                [label, routing_name(first, mode), *values, *_averages(values, metrics, benches, average)]
+                + [params, gflops, seconds],
+                ranked=True,
+                rule=n == 0,
+            )
+        published = (paper or {}).get(label) or {}
+        if published and any(b in published for b in benches):
+            values = []
+            for bench in benches:
+                figures = published.get(bench) or {}
+                values += [_paper_value(figures, m, metrics) for m in metrics]
+            table.add(
+                [f"{label} (paper)", "as published", *values, *_averages(values, metrics, benches, average)]
+                + ["-"] * 3
+            )
+
+    table.notes += _main_notes(collection, benches, table)
+    return table
+
+
+def _paper_value(figures: dict, metric: str, metrics: list[str]) -> float | None:
+    """The paper's figure for ``metric``; a paper's plain ``ssim`` fills our SSIM column when we have no SSIM-Y."""
+    if metric in figures:
+        return float(figures[metric])
+    if metric == "ssimc" and "ssim" in figures and "ssim" not in metrics:
+        return float(figures["ssim"])
+    return None
+
+
+def _averages(values: list, metrics: list[str], benches: list[str], average: bool) -> list:
+    if not average:
+        return []
+    n = len(metrics)
+    return [_mean([values[b * n + j] for b in range(len(benches))]) for j in range(n)]
+
+
+def _main_notes(collection: Collection, benches: list[str], table: Table) -> list[str]:
+    evals = collection.evals
+    notes = [
+        "Best restored value per column in bold (↑ higher is better, ↓ lower is better, as pyiqa ranks them).",
+        "identity: the blurred input scored against the sharp image, the floor every model must beat.",
+    ]
+    if len(benches) > 1:
+        notes.append("Average: mean over the benchmarks, n/a unless the row has every benchmark.")
+    devices = sorted({str((r.results or {}).get("timing", {}).get("device", "")) for r in evals} - {""})
+    notes.append(
+        "Params: all parameters; GFLOPs of one 256x256 forward; s/img: measured seconds per image"
+        + (f" on {', '.join(devices)}." if devices else ".")
+    )
+    if any(row[1] == "as published" for row in table.rows):
+        notes.append(
+            "Rows marked (paper): the figures published with the model, under the paper's own protocol."
+        )
+    unavailable: dict[tuple[str, str], list[str]] = {}
+    for run in evals:
+        for metric, reason in run.metrics_unavailable.items():
+            unavailable.setdefault((metric, reason), []).append(run.key)
+    for (metric, reason), keys in sorted(unavailable.items()):
+        where = "every run" if len(keys) == len(evals) else ", ".join(keys)
+        notes.append(f"{metric_title(metric)} n/a ({where}): not computed, {reason}.")
+    for run in evals:
+        if run.protocol_note:
+            notes.append(f"{run.key}: {run.protocol_note}")
+    for bench in benches:
+        counts = sorted(
+            {r.modes["identity"].images for r in evals if r.bench == bench and "identity" in r.modes}
+        )
+        fingerprints = {r.bench_fingerprint for r in evals if r.bench == bench}
+        if len(counts) > 1 or len(fingerprints) > 1:
+            notes.append(
+                f"{bench}: the runs cover different image sets ({', '.join(map(str, counts))} images); "
+                "identity shows the first model's set."
+            )
+    return notes
+
+
+def per_task_table(runs: list[EvalRun]) -> Table | None:
+    """Per task label of one labelled benchmark: the mean of the per-image metrics, rows as in the main table."""
+    runs = [r for r in runs if r.labelled]
+    if not runs:
+        return None
+    bench = runs[0].bench
+    metrics = ordered_metrics(m for r in runs for m in r.metrics_requested)
+    tasks = [t for t in TASKS if any((r.per_image["label"] == t).any() for r in runs)]
+    columns = [Column("model", "Model"), Column("routing", "Routing")]
+    for task in tasks:
+        columns += _metric_columns(metrics, SHORT.get(task, task), f"{task}/")
+    if len(tasks) > 1:
+        columns += _metric_columns(metrics, "Task mean", "task_mean/")
+    table = Table(f"per_task__{slug(bench)}", f"{bench}: quality per blur type", columns)
+
+    def cells(run: EvalRun, mode: str) -> list:
+        rows = run.per_image[run.per_image["mode"] == mode]
+        values = []
+        for task in tasks:
+            of_task = rows[rows["label"] == task]
+            values += [_column_mean(of_task, m) for m in metrics]
+        if len(tasks) > 1:
+            values += [
+                _mean([values[t * len(metrics) + j] for t in range(len(tasks))]) for j in range(len(metrics))
+            ]
+        return values
+
+    table.add(["Blurred input", "identity", *cells(runs[0], "identity")])
+    for run in sorted(runs, key=lambda r: r.label):
+        for n, mode in enumerate(m for m in run.ordered_modes() if m != "identity"):
+            table.add([run.label, routing_name(run, mode), *cells(run, mode)], ranked=True, rule=n == 0)
+    counts = runs[0].per_image[runs[0].per_image["mode"] == "identity"]["label"].value_counts()
+    table.notes.append(
+        "Images per blur type: "
+        + ", ".join(f"{SHORT.get(t, t)} {int(counts.get(t, 0))}" for t in tasks)
+        + "."
+    )
+    if len(tasks) > 1:
+        table.notes.append("Task mean: the mean of the per-type means (each blur type weighs the same).")
+    return table
+
+
+def _column_mean(rows, metric: str) -> float | None:
+    if metric not in rows.columns or rows.empty:
+        return None
+    values = rows[metric].dropna()
+    return float(values.mean()) if len(values) else None
+
+
+def routing_table(evals: list[EvalRun]) -> Table:
+    columns = [
+        Column("model", "Model"),
+        Column("bench", "Benchmark"),
+        Column("images", "Images"),
+        Column("routing_accuracy_pct", "Routing accuracy (%)", fmt="{:.1f}"),
+        Column("psnr_auto", "PSNR auto", fmt="{:.2f}"),
+        Column("psnr_oracle", "PSNR oracle", fmt="{:.2f}"),
+        Column("gap_db", "Auto − oracle (dB)", fmt="{:+.2f}"),
+    ]
+    table = Table("routing", "The router against the right expert (oracle routing)", columns)
+    for run in evals:
+        if not run.has_router:
+            continue
+        auto, oracle = run.modes.get("auto"), run.modes.get("oracle")
+        psnr_auto = auto.metrics.get("psnr") if auto else None
+        psnr_oracle = oracle.metrics.get("psnr") if oracle else None
+        accuracy = auto.routing_accuracy if auto else None
+        table.add(
+            [
+                run.label,
+                run.bench,
+                auto.images if auto else None,
+                None if accuracy is None else 100 * accuracy,
+                psnr_auto,
+                psnr_oracle,
+                None if psnr_auto is None or psnr_oracle is None else psnr_auto - psnr_oracle,
+            ]
+        )
+    table.notes.append(
+        "Auto − oracle: PSNR with the router's choice minus PSNR with the benchmark's own blur label forced; "
+        "negative where the router costs quality. n/a where the benchmark has no labels or oracle was not run."
+    )
+    return table
+
+
+def confusion_table(run: EvalRun) -> Table | None:
+    confusion = ((run.results or {}).get("results", {}).get("auto") or {}).get("confusion")
+    if not confusion:
+        return None
+    labels = confusion["labels"]
+    matrix = confusion["rows_true_cols_predicted"]
+    columns = [Column("true", "True blur")]
+    columns += [Column(f"pred_{t}", SHORT.get(t, t), "Router's choice") for t in labels]
+    columns += [Column("images", "Images"), Column("accuracy_pct", "Correct (%)", fmt="{:.1f}")]
+    table = Table(f"confusion__{slug(run.key)}", f"Router confusion of {run.label} on {run.bench}", columns)
+    for label, counts in zip(labels, matrix, strict=True):
+        total = sum(counts)
+        if total:
+            table.add([SHORT.get(label, label), *counts, total, 100 * counts[labels.index(label)] / total])
+    table.notes.append(
+        "Rows: the images' true blur; columns: the expert the router chose (counts of images)."
+    )
+    return table
+
+
+def worst_images_table(evals: list[EvalRun], per_run: int = 5) -> Table:
+    columns = [
+        Column("model", "Model"),
+        Column("bench", "Benchmark"),
+        Column("image", "Image"),
+        Column("label", "Blur"),
+        Column("router", "Router's choice"),
+        Column("psnr_auto", "PSNR auto", fmt="{:.2f}"),
+        Column("psnr_oracle", "PSNR oracle", fmt="{:.2f}"),
+        Column("lost_db", "Lost (dB)", fmt="{:.2f}"),
+    ]
+    table = Table("worst_images", "Images where auto routing lost most against oracle routing", columns)
+    for run in evals:
+        for n, row in enumerate(auto_losses(run)[:per_run]):
+            table.add(
+                [run.label, run.bench, row["name"], row["label"], row["pred_task"]]
+                + [row["psnr_auto"], row["psnr_oracle"], row["lost"]],
+                rule=n == 0,
+            )
+    table.notes.append("Lost: PSNR of oracle routing minus PSNR of auto routing on the same image.")
+    return table
+
+
+def auto_losses(run: EvalRun) -> list[dict]:
+    """Images of ``run`` where auto routing scored below oracle routing, largest loss first."""
+    table = run.per_image
+    if table is None or "psnr" not in table.columns or not {"auto", "oracle"} <= set(table["mode"]):
+        return []
+    columns = ["name", "label", "pred_task", "psnr"]
+    auto = table[table["mode"] == "auto"].reindex(columns=columns).rename(columns={"psnr": "psnr_auto"})
+    oracle = table[table["mode"] == "oracle"][["name", "psnr"]].rename(columns={"psnr": "psnr_oracle"})
+    both = auto.merge(oracle, on="name", how="inner")
+    both["lost"] = both["psnr_oracle"] - both["psnr_auto"]
+    both = both[both["lost"] > 0].sort_values(["lost", "name"], ascending=[False, True], kind="stable")
+    return [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+        for row in both.to_dict("records")
+    ]
+
+
+def k_sweep_groups(evals: list[EvalRun]) -> list[list[EvalRun]]:
+    """Runs of one model and checkpoint evaluated with two or more values of k."""
+    groups: dict[tuple[str, str], list[EvalRun]] = {}
+    for run in evals:
+        if run.k is not None:
+            groups.setdefault((run.model, run.checkpoint_sha256), []).append(run)
+    return [
+        sorted(g, key=lambda r: (r.k, r.bench))
+        for _, g in sorted(groups.items())
+        if len({r.k for r in g}) > 1
+    ]
+
+
+def k_sweep_table(evals: list[EvalRun]) -> Table | None:
+    groups = k_sweep_groups(evals)
+    if not groups:
+        return None
+    runs = [r for g in groups for r in g]
+    benches = sorted({r.bench for r in runs})
+    metrics = ordered_metrics(m for r in runs for m in r.metrics_requested)
+    columns = [
+        Column("model", "Model"),
+        Column("k", "k"),
+        Column("params_m", "Params (M)", fmt="{:.2f}"),
+        Column("active_params_m", "Active params (M)", fmt="{:.2f}"),
+        Column("gflops_256", "GFLOPs@256", fmt="{:.2f}"),
+    ]
+    for bench in benches:
+        columns += _metric_columns(metrics, bench, f"{bench}/")
+        columns.append(Column(f"{bench}/seconds_per_image", "s/img", bench, "{:.4f}"))
+    table = Table("k_sweep", "Active experts per MoE block (k), auto routing", columns)
+    for group in groups:
+        by = {(r.k, r.bench): r for r in group}
+        for n, k in enumerate(sorted({r.k for r in group})):
+            first = next(r for r in group if r.k == k)
+            row = [first.model, k]
+            row += [_millions(first.costs.params), _millions(first.costs.active_params), first.costs.gflops]
+            for bench in benches:
+                auto = by[(k, bench)].modes.get("auto") if (k, bench) in by else None
+                row += [auto.metrics.get(m) if auto else None for m in metrics]
+                row.append(auto.seconds_per_image if auto else None)
+            table.add(row, ranked=True, rule=n == 0)
+    table.notes.append("Active params: parameters outside the MoE blocks plus k experts of each block.")
+    return table
+
+
+def _millions(value: int | None) -> float | None:
+    return None if value is None else value / 1e6
+
+
+def finetune_table(finetunes: list[FinetuneRun]) -> Table | None:
+    """Per finetuning run: where it started, what it trained on, its last losses and its validation figures."""
+    if not finetunes:
+        return None
+    keys = sorted({k for f in finetunes for k in f.curves})
+    last = [k for k in ("train/loss", "train/router_ce") if k in keys]
+    val = [k for k in keys if k.startswith("val/") and k.count("/") == 1]
+    columns = [
+        Column("run", "Run"),
+        Column("start", "Started from"),
+        Column("train_bench", "Trained on"),
+        Column("steps", "Last step"),
+    ]
+    columns += [Column(f"{k}/last", k, "last", "{:.4g}") for k in last + val]
+    columns += [Column(f"{k}/best", k, "best", "{:.4g}") for k in val]
+    table = Table("finetune", "Finetuning runs", columns)
+    for run in finetunes:
+        steps = [s for curve in run.curves.values() for s, _ in curve]
+        row = [run.name, run.tags.get("demoe.start", "-"), run.tags.get("demoe.train_bench", "-")]
+        row.append(max(steps) if steps else None)
+        row += [run.curves[k][-1][1] if run.curves.get(k) else None for k in last + val]
+        for key in val:
+            values = [v for _, v in run.curves.get(key, [])]
+            row.append((min if lower_better(key) else max)(values) if values else None)
+        table.add(row)
+    table.notes.append(
+        "last: the value at the last logged step; best: the best validation value (pyiqa's direction); "
+        "val/M is the first validation routing mode."
+    )
+    return table
+
+
+def runs_table(collection: Collection) -> Table:
+    columns = [
+        Column("run", "Run"),
+        Column("run_id", "Run id"),
+        Column("split", "Split"),
+        Column("k", "k"),
+        Column("images", "Images"),
+        Column("checkpoint_sha256", "Checkpoint sha256"),
+        Column("bench_fingerprint", "Benchmark fingerprint"),
+    ]
+    table = Table("runs", "The runs this report is made of", columns)
+    for run in collection.evals:
+        images = max((m.images for m in run.modes.values()), default=None)
+        table.add(
+            [
+                run.key,
+                run.run_id,
+                run.split,
+                run.k,
+                images,
+                run.checkpoint_sha256[:12],
+                run.bench_fingerprint[:12],
+            ]
+        )
+    for finetune in collection.finetunes:
+        table.add([finetune.name, finetune.run_id, "-", "-", "-", "-", "-"])
+    table.notes += [f"Left out: {item}" for item in collection.left_out]
+    return table
+
+
+def expert_usage_table(evals: list[EvalRun]) -> Table | None:
+    """Long table of expert choices: per run, routing mode, image label and MoE block, the count per expert."""
+    columns = [
+        Column("model", "Model"),
+        Column("bench", "Benchmark"),
+        Column("routing", "Routing"),
+        Column("label", "Blur"),
+        Column("block", "Block"),
+    ]
+    columns += [Column(f"expert_{i}_{t}", f"E{i}") for i, t in enumerate(TASKS)]
+    table = Table("expert_usage", "Expert choices per MoE block and blur type", columns, document=False)
+    for run in evals:
+        for mode in run.ordered_modes():
+            usage = ((run.results or {}).get("results", {}).get(mode) or {}).get("expert_usage") or {}
+            for label, blocks in sorted(usage.items()):
+                for block, counts in enumerate(blocks):
+                    table.add([run.label, run.bench, mode, label, block, *counts])
+    return table if table.rows else None
+
+
+def slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_.@" else "-" for ch in text)
