@@ -233,9 +233,25 @@ def print_results(results: dict) -> None:
 @click.option("--workers", type=int, default=2, show_default=True, help="DataLoader worker processes.")
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N pairs (smoke runs).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--tile", type=int, default=None, help="Restore in tiles of this size (large images).")
-@click.option("--tile-overlap", type=int, default=32, show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option(
+    "--tile", type=click.IntRange(min=16), default=None, help="Restore images larger than this in tiles of this size."
+)
+@click.option("--tile-overlap", type=click.IntRange(min=0), default=32, show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Autocast precision of the model (the router stays fp32); fp16 needs CUDA.",
+)
+@click.option(
+    "--compile",
+    "compile_mode",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="torch.compile the model (auto: on CUDA only, where compiling pays back).",
+)
 @click.option("--experiment", default=None, help="MLflow experiment name.")
 @click.option(
     "--tracking-uri",
@@ -309,6 +325,7 @@ def run(
     tile,
     tile_overlap,
     precision,
+    compile_mode,
     experiment,
     tracking_uri,
     tracking,
@@ -350,6 +367,7 @@ def run(
         tile=tile,
         tile_overlap=tile_overlap,
         precision=precision,
+        compile=compile_mode,
         data_root=data_root,
         bench_dirs=list(bench_dirs),
         zoo_dirs=list(zoo_dirs),

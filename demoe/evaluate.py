@@ -44,6 +44,7 @@ class EvalConfig:
     tile: int | None = None
     tile_overlap: int = 32
     precision: str = "fp32"
+    compile: str = "auto"  # torch.compile the whole-image forwards: auto (on CUDA only), on, off
     data_root: Path | None = None
     bench_dirs: list[Path] = field(default_factory=list)
     zoo_dirs: list[Path] = field(default_factory=list)
@@ -270,8 +271,16 @@ def collate_pairs(items):
 
 
 def _restore(model, blurred: torch.Tensor, mode: str, labels: torch.Tensor, cfg: "EvalConfig | None") -> dict:
+    """The model's forward in ``mode``: through ``inference.restore`` (tiles, precision, the prepared
+    fast path) for ``run``, plainly for finetuning's validation (``cfg`` None), whose model trains on."""
+    from demoe import inference
+
     task = labels if mode == "oracle" else mode
-    return model(blurred, task=task)
+    if cfg is None:
+        return model(blurred, task=task)
+    return inference.restore(
+        model, blurred, task, tile=cfg.tile, overlap=cfg.tile_overlap, precision=cfg.precision
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -375,7 +384,10 @@ def evaluate(cfg: EvalConfig) -> dict:
     model, entry, ckpt_path = zoo.create_model(
         cfg.model, checkpoint=cfg.checkpoint, k=cfg.k, zoo=zoo.load_zoo(zoo.zoo_dirs(cfg.zoo_dirs))
     )
-    model = model.to(device)
+    from demoe import inference
+
+    inference.check_precision(cfg.precision, device)
+    model = inference.prepare(model, device, cfg.compile)
     has_router = hasattr(model, "mlp_branch")
     modes = ["identity", *parse_routing(",".join(cfg.routing) if cfg.routing else None, labelled, has_router)]
     num_blocks = len(model.experts) if has_router else None

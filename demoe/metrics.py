@@ -306,6 +306,70 @@ def _cached_metric(name: str, device: torch.device, options: dict, torch_home: P
     return _METRICS[key]
 
 
+SEPARABLE_TOLERANCE = 1e-7  # float32 rounding of a window built in float32, relative to its peak
+
+
+class SeparableFloat64Filters(torch.overrides.TorchFunctionMode):
+    """Runs pyiqa's float64 window filters (SSIM's 11x11 Gaussian, one per channel) as two 1-D passes.
+
+    PyTorch has no fast CPU kernel for float64 depthwise convolutions: pyiqa's ``ssimc`` spends about
+    0.8 s on one 256x256 image, several times a model's forward. A window that is the outer product of
+    a column and a row is applied as that column, then that row, each as a sum of shifted copies of
+    the image (about 50x faster). pyiqa builds its Gaussian in float32, so it is such a product only up
+    to float32 rounding (1e-8 of its peak): the scores move by about 1e-11 (``tests/test_metrics.py``
+    holds them to pyiqa's own). Any other convolution passes through untouched.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.conv2d:
+            separated = _separable_depthwise(*args, **kwargs)
+            if separated is not None:
+                return separated
+        return func(*args, **kwargs)
+
+
+def _separable_depthwise(
+    x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1
+) -> torch.Tensor | None:
+    """``conv2d(x, weight, groups=C)`` as a column pass and a row pass, or None where that does not
+    apply: float64 input, one filter per channel, no bias, stride, dilation or padding, rank-one filters."""
+    if not (
+        stride in (1, (1, 1))
+        and dilation in (1, (1, 1))
+        and padding in (0, (0, 0), "valid")
+        and bias is None
+        and isinstance(x, torch.Tensor)
+        and x.dtype == torch.float64
+        and x.dim() == 4
+        and weight.dim() == 4
+        and groups == x.shape[1] == weight.shape[0]
+        and weight.shape[1] == 1
+        and min(weight.shape[-2:]) > 1
+        and x.shape[-2] >= weight.shape[-2]
+        and x.shape[-1] >= weight.shape[-1]
+    ):
+        return None
+    total = weight.sum(dim=(-2, -1), keepdim=True)
+    if bool((total == 0).any()):
+        return None
+    column = weight.sum(dim=-1, keepdim=True)  # (C, 1, kh, 1)
+    row = weight.sum(dim=-2, keepdim=True) / total  # (C, 1, 1, kw)
+    if float((column * row - weight).abs().max()) > SEPARABLE_TOLERANCE * float(weight.abs().max()):
+        return None
+    x = _correlate_1d(x, column.flatten(1).to(x), dim=-2)
+    return _correlate_1d(x, row.flatten(1).to(x), dim=-1)
+
+
+def _correlate_1d(x: torch.Tensor, taps: torch.Tensor, dim: int) -> torch.Tensor:
+    """'valid' correlation of (B, C, H, W) with per-channel ``taps`` (C, k) along ``dim``."""
+    n = x.shape[dim] - taps.shape[1] + 1
+    out = x.narrow(dim, 0, n) * taps[:, 0].view(1, -1, 1, 1)
+    for k in range(1, taps.shape[1]):
+        out.addcmul_(x.narrow(dim, k, n), taps[:, k].view(1, -1, 1, 1))
+    return out
+
+
 def _quantize(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x * 255) / 255
 
@@ -374,7 +438,7 @@ class MetricSet:
         if self.protocol.quantize_8bit:
             restored, sharp = _quantize(restored), _quantize(sharp)
         scores = {}
-        with torch.no_grad():
+        with torch.no_grad(), SeparableFloat64Filters():
             for name, metric in self._metrics.items():
                 if name in self._cropped_by_pyiqa:
                     value = metric(restored, sharp)

@@ -17,6 +17,7 @@ from demoe.metrics import (
     MetricError,
     MetricSet,
     Protocol,
+    SeparableFloat64Filters,
     WeightsFetchError,
     availability,
     fetch_lpips,
@@ -260,3 +261,27 @@ def test_fetch_deletes_what_it_wrote_when_lpips_is_not_reproduced(tmp_path):
     assert str(linear) in str(error.value)
     assert linear.is_file() and not backbone.exists()
     assert not any(p.exists() for p in lpips_files(tmp_path, "vgg"))
+
+
+def test_ssim_with_separable_filters_equals_pyiqas_direct_convolution(empty_torch_home):
+    metrics = MetricSet(["ssimc", "ssim"], weights_dir=empty_torch_home)
+    sharp = photo(96).float() / 255
+    restored = (noisy(sharp, sigma=0.1) * 255).round() / 255  # on the 8-bit grid: unchanged by the protocol
+    fast = metrics(restored, sharp)
+    for name, metric in metrics._metrics.items():
+        with torch.no_grad():
+            direct = metric(restored, sharp).double().reshape(-1)
+        assert abs(float(fast[name][0]) - float(direct[0])) < 1e-9, name
+
+
+def test_separable_filters_leave_other_convolutions_alone():
+    x = torch.rand(1, 3, 20, 20, dtype=torch.float64)
+    not_separable = torch.rand(3, 1, 5, 5, dtype=torch.float64)
+    with SeparableFloat64Filters():
+        out = torch.nn.functional.conv2d(x, not_separable, groups=3)
+    assert torch.equal(out, torch.nn.functional.conv2d(x, not_separable, groups=3))
+    column, row = torch.rand(3, 1, 5, 1, dtype=torch.float64), torch.rand(3, 1, 1, 5, dtype=torch.float64)
+    separable = column * row
+    with SeparableFloat64Filters():
+        fast = torch.nn.functional.conv2d(x, separable, groups=3)
+    assert torch.allclose(fast, torch.nn.functional.conv2d(x, separable, groups=3), rtol=1e-12, atol=0)
