@@ -234,7 +234,10 @@ def print_results(results: dict) -> None:
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N pairs (smoke runs).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
-    "--tile", type=click.IntRange(min=16), default=None, help="Restore images larger than this in tiles of this size."
+    "--tile",
+    type=click.IntRange(min=16),
+    default=None,
+    help="Restore images larger than this in tiles of this size.",
 )
 @click.option("--tile-overlap", type=click.IntRange(min=0), default=32, show_default=True)
 @click.option(
@@ -939,6 +942,12 @@ def _int_csv(option: str, value: str | None) -> list[int] | None:
 @click.option("--tile", type=click.IntRange(min=16), default=None, help="Tile side for the 4K image [512].")
 @click.option("--tile-overlap", type=click.IntRange(min=0), default=None, help="Tile overlap [32].")
 @click.option("--large/--no-large", default=True, show_default=True, help="Time the 4K image in tiles.")
+@click.option(
+    "--pipeline-images",
+    type=click.IntRange(min=0),
+    default=None,
+    help="aio-synth images for the evaluator-against-forward measurement, 0 to skip [40].",
+)
 @click.option("--quick", is_flag=True, help="Smoke run: tiny model, small sizes, two rounds.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("perf.json"), show_default=True)
 def perf(
@@ -953,6 +962,7 @@ def perf(
     tile,
     tile_overlap,
     large,
+    pipeline_images,
     quick,
     out,
 ) -> None:
@@ -970,6 +980,7 @@ def perf(
         "repeats": repeats,
         "tile": tile,
         "tile_overlap": tile_overlap,
+        "pipeline_images": pipeline_images,
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
     cfg = perf_lib.quick_config(**overrides) if quick else perf_lib.PerfConfig(**overrides)
@@ -979,7 +990,6 @@ def perf(
     for title, rows, columns in perf_lib.display_tables(results):
         click.echo(f"\n{title}")
         _print_table(rows, columns)
-    click.echo(f"\n{results['pipeline_note']}")
     click.echo(f"results: {perf_lib.write(results, out)}")
 
 

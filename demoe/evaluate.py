@@ -365,6 +365,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     from demoe.metrics import MetricSet, Protocol
     from demoe.tracking import write_results
 
+    called = time.perf_counter()
     dist_info = init_distributed(
         cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
@@ -448,6 +449,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     sample_dir = out / "samples"
     saved = len(list(sample_dir.glob("*.png"))) if sample_dir.exists() else 0
     started = time.perf_counter()
+    setup_seconds = started - called
     forward_seconds = 0.0
     with (
         open_records(out, dist_info.rank) as records_file,
@@ -528,6 +530,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         "metrics_unavailable": dict(metrics.unavailable),
         "results": summarize(records, metrics.available, num_blocks),
         "timing": {
+            "setup_seconds": setup_seconds,
             "wall_seconds": wall,
             "forward_seconds": forward_seconds,
             "world_size": dist_info.world,

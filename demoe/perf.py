@@ -46,6 +46,7 @@ class PerfConfig:
     large_image: tuple[int, int] | None = LARGE_IMAGE
     tile: int = 512
     tile_overlap: int = 32
+    pipeline_images: int | None = 40  # aio-synth test pairs the evaluator runs on; None: all, 0: skip
     seed: int = 0
 
 
@@ -60,6 +61,7 @@ def quick_config(**overrides) -> PerfConfig:
         large_image=(96, 160),
         tile=64,
         tile_overlap=16,
+        pipeline_images=3,
     )
     return PerfConfig(**{**asdict(base), **overrides})
 
@@ -282,6 +284,89 @@ def _measure_large_image(cfg: PerfConfig, arch: str, kwargs: dict, state: dict, 
     return results
 
 
+def _evaluate_aio_synth(model: str, checkpoint: Path | None, precision: str, cfg: PerfConfig, out: Path):
+    from demoe.evaluate import EvalConfig, evaluate
+
+    eval_cfg = EvalConfig(
+        model=model,
+        bench="aio-synth",
+        checkpoint=str(checkpoint) if checkpoint else None,
+        routing=["auto"],
+        metrics=["psnr", "ssimc"],
+        limit=cfg.pipeline_images,
+        out=out,
+        precision=precision,
+        seed=cfg.seed,
+        progress=False,
+    )
+    return evaluate(eval_cfg)
+
+
+def _measure_pipeline(cfg: PerfConfig, arch: str, kwargs: dict, state: dict, progress) -> dict:
+    """The evaluator (``demoe-eval run`` without MLflow) on aio-synth against the pure forwards of the
+    same images already in memory, per precision. ``loop_over_forward`` is the wall time of the
+    evaluation loop (decoding, every routing mode including identity, metrics, records on disk) over
+    the sum of the pure forwards; ``setup_seconds`` (imports, benchmark check, model and metrics) and
+    ``finish_seconds`` (tables and figures) are paid once per run, whatever its size."""
+    import tempfile
+
+    from demoe.checkpoints import save_checkpoint
+    from demoe.data.dataset import PairedImageDataset
+    from demoe.data.registry import resolve
+
+    model = inference.prepare(build(arch, kwargs, cfg.seed))
+    model.load_state_dict(state)
+    pairs = list(resolve("aio-synth", split="test").pairs)[: cfg.pipeline_images]
+    images = [PairedImageDataset(pairs)[i][0][None] for i in range(len(pairs))]
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = save_checkpoint(Path(tmp) / "weights.pt", state)
+        for precision in cfg.precisions:
+            progress(f"evaluator on {len(pairs)} aio-synth images against their pure forwards ({precision})")
+            _timed_forward(model, images[0], precision=precision)
+            pure = sum(_timed_forward(model, x, precision=precision)[0] for x in images)
+            start = time.perf_counter()
+            evaluated = _evaluate_aio_synth(cfg.model, weights, precision, cfg, Path(tmp) / precision)
+            total = time.perf_counter() - start
+            timing = evaluated["timing"]
+            results[precision] = {
+                "images": len(pairs),
+                "modes": evaluated["routing_modes"],
+                "pure_forward_seconds": pure,
+                "evaluator_forward_seconds": timing["forward_seconds"],
+                "loop_seconds": timing["wall_seconds"],
+                "setup_seconds": timing["setup_seconds"],
+                "finish_seconds": total - timing["setup_seconds"] - timing["wall_seconds"],
+                "loop_over_forward": timing["wall_seconds"] / pure,
+                "images_per_second": len(pairs) / timing["wall_seconds"],
+            }
+    return results
+
+
+def _measure_bf16_quality(cfg: PerfConfig, progress) -> dict | None:
+    """Mean PSNR of the embedded default model on aio-synth in fp32 and in bf16 (real weights)."""
+    import tempfile
+
+    from demoe import zoo
+
+    if "bf16" not in cfg.precisions:
+        return None
+    progress(f"{zoo.DEFAULT_MODEL} on aio-synth in fp32 and bf16 (PSNR change)")
+    psnr = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("fp32", "bf16"):
+            evaluated = _evaluate_aio_synth(zoo.DEFAULT_MODEL, None, precision, cfg, Path(tmp) / precision)
+            psnr[precision] = evaluated["results"]["auto"]["metrics"]["psnr"]
+            images = evaluated["results"]["auto"]["images"]
+    return {
+        "model": zoo.DEFAULT_MODEL,
+        "images": images,
+        "psnr_fp32": psnr["fp32"],
+        "psnr_bf16": psnr["bf16"],
+        "psnr_change_db": psnr["bf16"] - psnr["fp32"],
+    }
+
+
 def run(cfg: PerfConfig, progress=print) -> dict:
     """Run the benchmark of ``cfg``; returns the results that ``format_results`` prints and ``write`` saves."""
     from demoe import zoo
@@ -312,6 +397,10 @@ def run(cfg: PerfConfig, progress=print) -> dict:
         helper.join(timeout=30)
     rows = _forward_rows(cfg, times, diffs, first_calls)
     large = _measure_large_image(cfg, entry.arch, entry.kwargs, state, progress) if cfg.large_image else None
+    pipeline = quality = None
+    if cfg.pipeline_images != 0:
+        pipeline = _measure_pipeline(cfg, entry.arch, entry.kwargs, state, progress)
+        quality = _measure_bf16_quality(cfg, progress)
     return {
         "config": asdict(cfg),
         "model": {
@@ -328,9 +417,8 @@ def run(cfg: PerfConfig, progress=print) -> dict:
         "forward": rows,
         "scaling": _scaling(cfg, rows),
         "large_image": large,
-        "pipeline": None,
-        "pipeline_note": "pipeline wall time against pure forward time: not measured yet, it needs the "
-        "evaluator to run its forwards through demoe.inference",
+        "pipeline": pipeline,
+        "bf16_quality": quality,
     }
 
 
@@ -405,6 +493,46 @@ def display_tables(results: dict) -> list[tuple[str, list[dict], list[str]]]:
                 "Large image in tiles, fp32, in a fresh process",
                 large_rows,
                 ["image", "tile", "attention", "tiles", "seconds", "peak RSS GB"],
+            )
+        )
+    if results.get("pipeline"):
+        pipeline_rows = [
+            {
+                "precision": precision,
+                "images": r["images"],
+                "modes": ",".join(r["modes"]),
+                "pure forward s": f"{r['pure_forward_seconds']:.2f}",
+                "evaluator forward s": f"{r['evaluator_forward_seconds']:.2f}",
+                "loop s": f"{r['loop_seconds']:.2f}",
+                "loop / forward": f"{r['loop_over_forward']:.2f}",
+                "img/s": f"{r['images_per_second']:.2f}",
+                "setup s": f"{r['setup_seconds']:.1f}",
+                "finish s": f"{r['finish_seconds']:.1f}",
+            }
+            for precision, r in results["pipeline"].items()
+        ]
+        tables.append(
+            (
+                "Evaluator on aio-synth against the pure forwards of the same images "
+                "(loop: decoding, every mode, metrics, records; setup and finish are paid once per run)",
+                pipeline_rows,
+                list(pipeline_rows[0]),
+            )
+        )
+    quality = results.get("bf16_quality")
+    if quality:
+        tables.append(
+            (
+                f"bf16 against fp32: {quality['model']} on aio-synth, auto routing",
+                [
+                    {
+                        "images": quality["images"],
+                        "psnr fp32": f"{quality['psnr_fp32']:.4f}",
+                        "psnr bf16": f"{quality['psnr_bf16']:.4f}",
+                        "change dB": f"{quality['psnr_change_db']:+.4f}",
+                    }
+                ],
+                ["images", "psnr fp32", "psnr bf16", "change dB"],
             )
         )
     return tables

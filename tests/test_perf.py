@@ -59,7 +59,16 @@ def test_quick_benchmark_writes_every_measurement(tmp_path):
     assert set(large) == {"two-pass", "one-pass"}
     assert large["two-pass"]["tiles"] == 6 and large["two-pass"]["peak_rss_bytes"] > 0
     assert results["environment"]["threads"] == 1
-    assert results["pipeline"] is None
+    pipeline = results["pipeline"]
+    assert set(pipeline) == {"fp32", "bf16"}
+    for r in pipeline.values():
+        assert r["images"] == 3 and r["modes"] == ["identity", "auto"]
+        assert 0 < r["pure_forward_seconds"] and r["loop_over_forward"] > 0
+        assert r["evaluator_forward_seconds"] <= r["loop_seconds"]
+    quality = results["bf16_quality"]
+    assert quality["model"] == "DeMoE-tiny-synth" and quality["images"] == 3
+    assert abs(quality["psnr_change_db"]) < 0.5
+    assert "loop / forward" in result.stdout and "change dB" in result.stdout
 
 
 def test_bad_k_is_a_one_line_error(tmp_path):
