@@ -216,11 +216,34 @@ def fetch(entry: ZooEntry, progress: bool = True, force: bool = False) -> Path:
     return download(entry.checkpoint.url, dest, entry.checkpoint.sha256, entry.checkpoint.size, progress)
 
 
-def model_stats(entry: ZooEntry, side: int = 256) -> dict:
-    """Parameters and GFLOPs of one forward at ``side``x``side`` (torch's FlopCounterMode, 2 per MAC).
+def count_flops(model: torch.nn.Module, side: int) -> int:
+    """FLOPs of one forward of a ``side``x``side`` image (torch's FlopCounterMode, 2 per MAC).
 
-    Counting runs a real forward, so results are cached in ``$DEMOE_HOME/cache``.
+    On the model's padding grid every layer's count is either per pixel or fixed (the router's MLP),
+    so the count is ``a * side**2 + c``: two forwards at small sides give ``a`` and ``c`` exactly, at
+    a third of the cost of one forward at 256x256.
     """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def measured(s: int) -> int:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(torch.rand(1, model.intro.in_channels, s, s))
+        return int(counter.get_total_flops())
+
+    align = getattr(model, "padder_size", 1)
+    small, large = 4 * align, 8 * align
+    if side % align or side <= large:
+        return measured(side)
+    f_small, f_large = measured(small), measured(large)
+    per_pixel, rest = divmod(f_large - f_small, large**2 - small**2)
+    if rest:
+        return measured(side)
+    return f_small + per_pixel * (side**2 - small**2)
+
+
+def model_stats(entry: ZooEntry, side: int = 256) -> dict:
+    """Parameters and GFLOPs of one forward at ``side``x``side`` (``count_flops``), cached in
+    ``$DEMOE_HOME/cache``."""
     key = json.dumps(
         {"arch": entry.arch, "kwargs": entry.kwargs, "side": side, "torch": torch.__version__}, sort_keys=True
     )
@@ -231,12 +254,8 @@ def model_stats(entry: ZooEntry, side: int = 256) -> dict:
         cache = {}
     if key in cache:
         return cache[key]
-    from torch.utils.flop_counter import FlopCounterMode
-
     model = build_model(entry).eval()
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(torch.rand(1, model.intro.in_channels, side, side))
-    stats = {"params": sum(p.numel() for p in model.parameters()), "gflops": counter.get_total_flops() / 1e9}
+    stats = {"params": sum(p.numel() for p in model.parameters()), "gflops": count_flops(model, side) / 1e9}
     cache[key] = stats
     atomic_write(cache_file, lambda tmp: tmp.write_text(json.dumps(cache, indent=1)))
     return stats

@@ -7,21 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from demoe import inference, reference
+from demoe import inference, reference, zoo
 from demoe.checkpoints import load_weights
 from demoe.models import TASKS, DeMoE, DenseNAFNet
 from demoe.models.blocks import NAFBlock
 from demoe.perf import build
 
-SMALL = {
-    "img_channel": 3,
-    "width": 16,
-    "middle_blk_num": 1,
-    "enc_blk_nums": [1, 1, 2],
-    "dec_blk_nums": [1, 1, 1],
-    "num_exp": 5,
-    "k_used": 1,
-}
+SMALL = zoo.get_entry("DeMoE-small").kwargs
 
 
 def rel_diff(ours: torch.Tensor, expected: torch.Tensor) -> float:

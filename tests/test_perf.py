@@ -7,19 +7,11 @@ import sys
 import pytest
 import torch
 
-from demoe import inference
+from demoe import inference, zoo
 from demoe.perf import build, dense_of_path
 from demoe.tasks import TASKS
 
-SMALL = {
-    "img_channel": 3,
-    "width": 16,
-    "middle_blk_num": 1,
-    "enc_blk_nums": [1, 1, 2],
-    "dec_blk_nums": [1, 1, 1],
-    "num_exp": 5,
-    "k_used": 1,
-}
+SMALL = zoo.get_entry("DeMoE-small").kwargs
 
 
 def perf_cli(*args: str, cwd) -> subprocess.CompletedProcess:

@@ -160,3 +160,21 @@ def test_help_lists_commands_quickly():
         if any(f" {m}" in line.split("|")[-1] for m in ("torch", "pyiqa", "mlflow"))
     ]
     assert heavy == [], "the CLI must not import heavy libraries at start-up"
+
+
+def test_flops_of_the_official_configuration_are_the_published_count(fixtures_dir):
+    import json
+
+    manifest = json.loads((fixtures_dir / "official_state_dict_manifest.json").read_text())
+    model = zoo.build_model(zoo.get_entry("DeMoE")).eval()
+    assert zoo.count_flops(model, 256) == manifest["flops_256_torch_flop_counter"]
+
+
+@pytest.mark.parametrize("name", ["DeMoE-tiny", "NAFNet-small"])
+def test_flops_from_two_small_sides_equal_a_direct_count(name):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = zoo.build_model(zoo.get_entry(name)).eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.rand(1, 3, 192, 192))
+    assert zoo.count_flops(model, 192) == counter.get_total_flops()
