@@ -452,12 +452,17 @@ def test_mixed_precision_is_off_on_cpu_unless_asked_and_then_trains(tmp_path):
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml")))
-def test_experiment_files_that_train_resolve(path):
+def test_every_experiment_file_resolves_as_a_finetuning_or_a_sweep(path):
+    from demoe.evaluate import EvalConfig, expand_sweep
+
     doc = yaml.safe_load(path.read_text())
-    if "datasets" not in doc:
-        pytest.skip(f"{path.name} is not a finetuning file")
-    cfg = train.resolve_config(doc, source=str(path))
-    assert cfg["name"] and cfg["datasets"]["train"]["bench"]
+    if "datasets" in doc:
+        cfg = train.resolve_config(doc, source=str(path))
+        assert cfg["name"] and cfg["datasets"]["train"]["bench"]
+    else:
+        configs = expand_sweep(doc, EvalConfig(model="unused", bench="unused"), str(path))
+        assert len(configs) == len(doc["models"]) * len(doc["benches"]) * len(doc.get("k") or [None])
+        assert all(zoo.get_entry(c.model) for c in configs)
 
 
 def test_shipped_default_model_matches_its_entry_and_restores():
