@@ -338,6 +338,20 @@ def score_batch(
     return records, restored_by_mode
 
 
+def save_wild_sample(model, path: Path, modes: list[str], cfg: "EvalConfig", device, folder: Path) -> None:
+    """Restore a benchmark's unpaired in-the-wild photo in every model mode that needs no label, and
+    save it beside the samples as ``wild/NAME`` (no sharp image), for the report to show."""
+    from demoe.data.images import read_image
+    from demoe.tracking import save_sample
+
+    image = torch.from_numpy(read_image(path).transpose(2, 0, 1).copy())[None].to(device)
+    with torch.inference_mode():
+        for mode in modes:
+            if mode not in ("identity", "oracle"):
+                restored = _restore(model, image, mode, torch.tensor([-1]), cfg)["output"][0]
+                save_sample(folder, f"wild/{path.stem}", mode, image[0], restored)
+
+
 def validate(model, loader, metrics, modes: list[str], device: torch.device) -> dict:
     """Score ``model`` on every batch of ``loader`` (blurred, sharp, names, labels) in ``modes``;
     returns ``summarize``'s per-mode results. Used by finetuning, so its figures match ``run``'s."""
@@ -447,7 +461,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         persistent_workers=False,
     )
     sample_dir = out / "samples"
-    saved = len(list(sample_dir.glob("*.png"))) if sample_dir.exists() else 0
+    saved = len([p for p in sample_dir.glob("*__blurred.png") if not p.name.startswith("wild__")])
     started = time.perf_counter()
     setup_seconds = started - called
     forward_seconds = 0.0
@@ -491,6 +505,9 @@ def evaluate(cfg: EvalConfig) -> dict:
             if psnr_n:
                 bar.set_postfix(psnr=f"{psnr_sum / psnr_n:.2f}")
     wall = time.perf_counter() - started
+    wild = bench.root / bench.spec.extras["wild"] if "wild" in bench.spec.extras else None
+    if cfg.save_images and dist_info.is_main and wild is not None and wild.is_file():
+        save_wild_sample(model, wild, modes, cfg, device, sample_dir)
 
     local = [r for r in read_records(out)]
     if dist_info.world > 1:

@@ -77,12 +77,14 @@ def per_image_table(records: list[dict]):
     return table.sort_values(["mode", "name"], kind="stable").reset_index(drop=True)
 
 
-def save_sample(folder: Path, name: str, mode: str, blurred, restored, sharp) -> None:
-    """Save the restored image of one mode, and the blurred and sharp images once, as 8-bit PNG."""
+def save_sample(folder: Path, name: str, mode: str, blurred, restored, sharp=None) -> None:
+    """Save the restored image of one mode, and the blurred and sharp (if any) images once, as 8-bit PNG."""
     from PIL import Image
 
     stem = name.replace("/", "__")
     for tag, image in (("blurred", blurred), (mode, restored), ("sharp", sharp)):
+        if image is None:
+            continue
         path = Path(folder) / f"{stem}__{tag}.png"
         if path.exists() and tag != mode:
             continue

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,58 @@ def test_summary_means_accuracy_confusion_and_usage():
     confusion = auto["confusion"]["rows_true_cols_predicted"]
     assert confusion[0][0] == 1 and confusion[4][0] == 1 and sum(map(sum, confusion)) == 2
     assert auto["expert_usage"]["low_light"] == [[1, 0, 0, 0, 0], [1, 0, 0, 0, 0]]
+
+
+def test_saved_samples_include_the_benchmarks_in_the_wild_photo_without_a_sharp_image(tmp_path):
+    import numpy as np
+    import torch
+    import yaml
+    from PIL import Image
+
+    from demoe.evaluate import EvalConfig, evaluate
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data" / "Lab"
+    for sub in ("blur", "sharp", "wild"):
+        (root / sub).mkdir(parents=True)
+    for i in range(2):
+        image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(image).save(root / "sharp" / f"img{i}.png")
+        Image.fromarray(image // 2).save(root / "blur" / f"img{i}.png")
+    Image.fromarray(rng.integers(0, 256, (24, 40), dtype=np.uint8)).save(root / "wild" / "street.png")
+    (tmp_path / "manifests").mkdir()
+    manifest = {
+        "name": "Lab",
+        "task": "defocus",
+        "root": "Lab",
+        "layout": {"blurred": "blur", "sharp": "sharp"},
+        "splits": {"test": {"pairs": 2}},
+        "test_split": "test",
+        "extras": {"wild": "wild/street.png"},
+    }
+    (tmp_path / "manifests" / "Lab.yaml").write_text(yaml.safe_dump(manifest))
+    torch.set_num_threads(1)
+    cfg = EvalConfig(
+        model="DeMoE-tiny",
+        bench="Lab",
+        checkpoint=str(Path(__file__).parent / "fixtures" / "tiny_a.pt"),
+        routing=["auto", "oracle"],
+        metrics=["psnr"],
+        workers=0,
+        out=tmp_path / "out",
+        save_images=1,
+        data_root=tmp_path / "data",
+        bench_dirs=[tmp_path / "manifests"],
+        progress=False,
+    )
+    evaluate(cfg)
+    samples = sorted(p.name for p in (tmp_path / "out" / "samples").glob("*.png"))
+    assert samples == [
+        "img0__auto.png",
+        "img0__blurred.png",
+        "img0__oracle.png",
+        "img0__sharp.png",
+        "wild__street__auto.png",
+        "wild__street__blurred.png",
+    ]
+    assert Image.open(tmp_path / "out" / "samples" / "wild__street__auto.png").size == (40, 24)
