@@ -220,8 +220,8 @@ def count_flops(model: torch.nn.Module, side: int) -> int:
     """FLOPs of one forward of a ``side``x``side`` image (torch's FlopCounterMode, 2 per MAC).
 
     On the model's padding grid every layer's count is either per pixel or fixed (the router's MLP),
-    so the count is ``a * side**2 + c``: two forwards at small sides give ``a`` and ``c`` exactly, at
-    a third of the cost of one forward at 256x256.
+    so the count is ``a * side**2 + c``: two forwards at 2x and 4x the padding size give ``a`` and
+    ``c`` exactly, at a twelfth of the cost of one forward at 256x256 for the published model.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -231,7 +231,7 @@ def count_flops(model: torch.nn.Module, side: int) -> int:
         return int(counter.get_total_flops())
 
     align = getattr(model, "padder_size", 1)
-    small, large = 4 * align, 8 * align
+    small, large = 2 * align, 4 * align
     if side % align or side <= large:
         return measured(side)
     f_small, f_large = measured(small), measured(large)
