@@ -230,7 +230,12 @@ def print_results(results: dict) -> None:
 )
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--batch-size", type=int, default=1, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader worker processes.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="DataLoader worker processes [0 on a CPU, whose cores the forward uses; 2 beside a GPU].",
+)
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N pairs (smoke runs).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(

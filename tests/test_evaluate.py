@@ -145,14 +145,14 @@ def test_saved_samples_include_the_benchmarks_in_the_wild_photo_without_a_sharp_
         checkpoint=str(Path(__file__).parent / "fixtures" / "tiny_a.pt"),
         routing=["auto", "oracle"],
         metrics=["psnr"],
-        workers=0,
         out=tmp_path / "out",
         save_images=1,
         data_root=tmp_path / "data",
         bench_dirs=[tmp_path / "manifests"],
         progress=False,
     )
-    evaluate(cfg)
+    results = evaluate(cfg)
+    assert results["timing"]["workers"] == 0, "on a CPU the images decode in the main process"
     samples = sorted(p.name for p in (tmp_path / "out" / "samples").glob("*.png"))
     assert samples == [
         "img0__auto.png",
