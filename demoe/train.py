@@ -742,6 +742,10 @@ def finetune(cfg: dict, opts: RunOptions) -> dict:
             freq = fft_loss(restored, sharp) if t["fft_loss_weight"] else torch.zeros((), device=device)
             ce = router_ce(out["router_logits"], labels) if has_router else torch.zeros((), device=device)
             loss = pix + float(t["fft_loss_weight"]) * freq + float(t["router_loss_weight"]) * ce
+            if not loss.requires_grad:
+                # no sample of this batch went through a trained part (only named experts train and
+                # none was chosen): a step with zero gradients, which every DDP rank has to take too
+                loss = loss + sum(p.sum() for p in trainable) * 0.0
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if t["grad_clip"]:

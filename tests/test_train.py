@@ -477,3 +477,24 @@ def test_shipped_default_model_matches_its_entry_and_restores():
     with torch.inference_mode():
         out = model(torch.rand(1, 3, 40, 48))
     assert out["output"].shape == (1, 3, 40, 48) and out["router_logits"].shape == (1, 5)
+
+
+def test_batches_that_never_reach_the_trained_expert_leave_it_as_it_was(tmp_path):
+    import shutil
+
+    bench = make_task_bench(tmp_path / "bench")
+    for split in ("train", "test"):
+        shutil.rmtree(bench / split / "low_light")  # defocus pairs only, routed to the defocus expert
+    start = tmp_path / "start.pt"
+    shutil.copy(Path(__file__).parent / "fixtures" / "tiny_a.pt", start)
+    doc = tiny_config(
+        bench,
+        total=3,
+        path={"pretrain_network_g": str(start)},
+        train={"routing": "oracle", "freeze": {"all_but_experts": ["low_light"]}},
+    )
+    cfg = train.resolve_config({**doc, "pretrained": True})
+    result = train.finetune(cfg, train.RunOptions(run_dir=tmp_path / "run", tracking=False))
+    assert result["step"] == 3
+    before, after = params_of(start), params_of(tmp_path / "run/models/latest.pt")
+    assert_bitwise_equal(before, after)
