@@ -144,7 +144,9 @@ def _collect(selection: Selection, download_dir: Path, uri: str) -> Collection:
     parents = [r for r in runs if _tag(r, "demoe.kind") == EVAL and not _tag(r, "demoe.routing")]
     children = _children(client, runs, parents)
     evals = [_eval_run(r, children.get(r.info.run_id, [])) for r in parents]
-    evals, left_out = _latest_per_key(_filtered(_disambiguated(evals), selection, source))
+    evals, left_out = _latest_per_key(
+        _filtered(_disambiguated(_default_k_as_default(evals)), selection, source)
+    )
     for run in evals:
         _download(client, run, download_dir / run.run_id)
     finetunes = [
@@ -316,6 +318,19 @@ def _unavailable_from_tag(text: str) -> dict[str, str]:
         m.group(1): text[m.end() : starts[i + 1].start() if i + 1 < len(starts) else len(text)]
         for i, m in enumerate(starts)
     }
+
+
+def _default_k_as_default(evals: list[EvalRun]) -> list[EvalRun]:
+    """A run given the k that its model and checkpoint run with anyway (a sweep's k=1 of a top-1 model)
+    is that model's default evaluation: it gets the default run's label, so that only the latest of
+    the two is shown."""
+    default_k = {(r.model, r.checkpoint_sha256): r.k for r in evals if r.label == r.model}
+    return [
+        replace(run, label=run.model)
+        if run.label != run.model and default_k.get((run.model, run.checkpoint_sha256), -1) == run.k
+        else run
+        for run in evals
+    ]
 
 
 def _disambiguated(evals: list[EvalRun]) -> list[EvalRun]:
