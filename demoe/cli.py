@@ -275,11 +275,12 @@ def print_results(results: dict) -> None:
 )
 @click.option(
     "--save-images",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     is_flag=False,
-    flag_value=4,
-    help="Save restored samples (default 4 when given).",
+    flag_value=2,
+    help="Save the blurred, restored and sharp images of the first N images of each blur label (of the "
+    "first N where the benchmark has no labels; 2 when given without N).",
 )
 @click.option(
     "--data-root",

@@ -8,7 +8,7 @@ summary. Under torchrun every rank scores its own shard of the images and rank 0
 import json
 import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -469,7 +469,12 @@ def evaluate(cfg: EvalConfig) -> dict:
         persistent_workers=False,
     )
     sample_dir = out / "samples"
-    saved = len([p for p in sample_dir.glob("*__blurred.png") if not p.name.startswith("wild__")])
+    label_of_stem = {p.name.replace("/", "__"): p.label for p in pairs}
+    saved = Counter(  # saved samples per blur label (None: unlabelled), also those of an earlier attempt
+        label_of_stem[p.name.removesuffix("__blurred.png")]
+        for p in sample_dir.glob("*__blurred.png")
+        if p.name.removesuffix("__blurred.png") in label_of_stem
+    )
     started = time.perf_counter()
     setup_seconds = started - called
     forward_seconds = 0.0
@@ -498,13 +503,15 @@ def evaluate(cfg: EvalConfig) -> dict:
                 skip=done,
             )
             forward_seconds += sum(r["seconds"] for r in batch_records)
-            if cfg.save_images and dist_info.is_main and saved < cfg.save_images:
+            if cfg.save_images and dist_info.is_main:
                 from demoe.tracking import save_sample
 
-                for i, name in enumerate(names[: cfg.save_images - saved]):
-                    for mode, restored in restored_by_mode.items():
-                        save_sample(sample_dir, name, mode, blurred[i], restored[i], sharp[i])
-                saved = min(cfg.save_images, saved + len(names))
+                for i, name in enumerate(names):
+                    label = TASKS[int(labels[i])] if int(labels[i]) >= 0 else None
+                    if saved[label] < cfg.save_images:
+                        for mode, restored in restored_by_mode.items():
+                            save_sample(sample_dir, name, mode, blurred[i], restored[i], sharp[i])
+                        saved[label] += 1
             psnr = [r["psnr"] for r in batch_records if r["mode"] == modes[-1] and "psnr" in r]
             psnr_sum, psnr_n = psnr_sum + sum(psnr), psnr_n + len(psnr)
             append_records(records_file, batch_records)

@@ -163,3 +163,39 @@ def test_saved_samples_include_the_benchmarks_in_the_wild_photo_without_a_sharp_
         "wild__street__blurred.png",
     ]
     assert Image.open(tmp_path / "out" / "samples" / "wild__street__auto.png").size == (40, 24)
+
+
+def test_save_images_keeps_the_first_n_images_of_each_blur_label(tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from demoe.evaluate import EvalConfig, evaluate
+
+    rng = np.random.default_rng(0)
+    for task in ("defocus", "low_light"):
+        for sub in ("blur", "sharp"):
+            (tmp_path / "bench" / "test" / task / sub).mkdir(parents=True)
+        for i in range(3):
+            image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(image).save(tmp_path / "bench" / "test" / task / "sharp" / f"{i}.png")
+            Image.fromarray(image // 2).save(tmp_path / "bench" / "test" / task / "blur" / f"{i}.png")
+    torch.set_num_threads(1)
+    cfg = EvalConfig(
+        model="DeMoE-tiny",
+        bench=str(tmp_path / "bench"),
+        checkpoint=str(Path(__file__).parent / "fixtures" / "tiny_a.pt"),
+        routing=["auto"],
+        metrics=["psnr"],
+        out=tmp_path / "out",
+        save_images=2,
+        progress=False,
+    )
+    evaluate(cfg)
+    blurred = sorted(p.name for p in (tmp_path / "out" / "samples").glob("*__blurred.png"))
+    assert blurred == [
+        "defocus__0__blurred.png",
+        "defocus__1__blurred.png",
+        "low_light__0__blurred.png",
+        "low_light__1__blurred.png",
+    ]

@@ -165,10 +165,14 @@ def _routing_section(evals: list[EvalRun], keep, figure) -> Section:
         return section
     section.items.append(keep(tables.routing_table(routed)))
     unlabelled = []
-    for run in routed:
-        confusion = keep(tables.confusion_table(run))
+    same_router: dict[tuple[str, str], list[EvalRun]] = {}  # k changes the experts mixed, not the choice
+    for run in sorted(routed, key=lambda r: r.label):
+        same_router.setdefault((run.checkpoint_sha256, run.bench), []).append(run)
+    for group in same_router.values():
+        run, names = group[0], ", ".join(r.label for r in group)
+        confusion = keep(tables.confusion_table(run, names))
         if confusion is None:
-            unlabelled.append(run.key)
+            unlabelled.extend(r.key for r in group)
             continue
         data = run.results["results"]["auto"]["confusion"]
         drawn = figure(
@@ -176,7 +180,8 @@ def _routing_section(evals: list[EvalRun], keep, figure) -> Section:
                 d["rows_true_cols_predicted"], d["labels"], f"{r.label} on {r.bench}: router's choices"
             ),
             f"confusion__{run.key}",
-            f"Router confusion of {run.label} on {run.bench} (rows: true blur, columns: router's choice).",
+            f"Router confusion of {names} on {run.bench} (rows: true blur, columns: router's choice)"
+            + (": one checkpoint, so one router whatever k is." if len(group) > 1 else "."),
         )
         section.items.append(Row([i for i in (drawn, confusion) if i is not None]))
     if unlabelled:
@@ -230,28 +235,30 @@ def _k_section(evals: list[EvalRun], keep, figure) -> Section:
             "(`demoe-eval run -e experiments/k_sweep.yaml`)."
         )
         return section
-    points = []
+    points = []  # auto routing only: a forced task routes to one expert whatever k is
     for group in tables.k_sweep_groups(evals):
         for run in group:
-            for mode in ("auto", "oracle"):
-                result = run.modes.get(mode)
-                if result is None:
-                    continue
-                active = run.costs.active_params
-                points.append(
-                    {
-                        "series": f"{run.model} on {run.bench}, {mode}",
-                        "k": run.k,
-                        "active_params": None if active is None else active / 1e6,
-                        "seconds": result.seconds_per_image,
-                        "value": result.metrics.get("psnr"),
-                    }
-                )
+            result = run.modes.get("auto")
+            if result is None:
+                continue
+            active = run.costs.active_params
+            points.append(
+                {
+                    "series": f"{run.model} on {run.bench}",
+                    "k": run.k,
+                    "active_params": None if active is None else active / 1e6,
+                    "seconds": result.seconds_per_image,
+                    "value": result.metrics.get("psnr"),
+                }
+            )
     section.items.append(
         figure(
-            lambda: figures.k_sweep_figure(points, "psnr", "Quality against active parameters and time"),
+            lambda: figures.k_sweep_figure(
+                points, "psnr", "Auto routing: quality against active parameters and time"
+            ),
             "k_sweep",
-            "PSNR against active parameters and measured seconds per image, one point per k.",
+            "PSNR with auto routing against active parameters and measured seconds per image, one point per k "
+            "(oracle routing forces one expert, so k does not change it).",
         )
     )
     section.items.append(table)

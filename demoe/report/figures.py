@@ -219,6 +219,7 @@ def k_sweep_figure(points: list[dict], metric: str = "psnr", title: str = ""):
     axes[0].set_ylabel(metric.upper() + (" (dB)" if metric == "psnr" else ""))
     for ax in axes:
         ax.grid(alpha=0.3)
+        ax.margins(x=0.15, y=0.2)  # room for the k labels at the ends of a line
     axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         fig.suptitle(title, fontsize=10)

@@ -450,7 +450,8 @@ def routing_table(evals: list[EvalRun]) -> Table:
     return table
 
 
-def confusion_table(run: EvalRun) -> Table | None:
+def confusion_table(run: EvalRun, shown_as: str | None = None) -> Table | None:
+    """The router's confusion of ``run`` (titled ``shown_as`` where it stands for several runs)."""
     confusion = ((run.results or {}).get("results", {}).get("auto") or {}).get("confusion")
     if not confusion:
         return None
@@ -459,7 +460,9 @@ def confusion_table(run: EvalRun) -> Table | None:
     columns = [Column("true", "True blur")]
     columns += [Column(f"pred_{t}", SHORT.get(t, t), "Router's choice") for t in labels]
     columns += [Column("images", "Images"), Column("accuracy_pct", "Correct (%)", fmt="{:.1f}")]
-    table = Table(f"confusion__{slug(run.key)}", f"Router confusion of {run.label} on {run.bench}", columns)
+    table = Table(
+        f"confusion__{slug(run.key)}", f"Router confusion of {shown_as or run.label} on {run.bench}", columns
+    )
     for label, counts in zip(labels, matrix, strict=True):
         total = sum(counts)
         if total:

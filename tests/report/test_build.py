@@ -69,6 +69,10 @@ def test_the_folder_holds_every_table_in_every_format_and_each_figure_as_png_and
     } <= pngs
     assert any(p.startswith("figures/curves__tiny-ft") for p in pngs)
     assert not any("images__DeMoE-tiny-k1" in p or "images__DeMoE-tiny@plain" in p for p in pngs)
+    assert "figures/confusion__DeMoE-tiny-k1@mini-aio" not in pngs, "one checkpoint has one router"
+    assert (
+        "Router confusion of DeMoE-tiny, DeMoE-tiny-k1 on mini-aio" in (report.out / "report.md").read_text()
+    )
     for name in pngs:
         with Image.open(report.out / f"{name}.png") as image:
             assert image.width > 200 and image.height > 150
