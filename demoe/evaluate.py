@@ -8,7 +8,7 @@ summary. Under torchrun every rank scores its own shard of the images and rank 0
 import json
 import os
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -305,14 +305,17 @@ def score_batch(
     metrics,
     cfg: "EvalConfig | None" = None,
     skip: set | frozenset = frozenset(),
+    restore_anyway: set | frozenset = frozenset(),
 ) -> tuple[list[dict], dict]:
     """Restore one batch in every routing mode and score it: the per-image records of ``run`` and of
-    finetuning's validation. Returns the records and the restored batch of each model mode."""
+    finetuning's validation. Returns the records and the restored batch of each model mode. Records
+    in ``skip`` (mode, name) are not made again; a batch holding a name of ``restore_anyway`` is
+    restored in every mode all the same (its samples are to be saved)."""
     records, restored_by_mode = [], {}
     device = blurred.device
     for mode in modes:
         pending = [i for i, n in enumerate(names) if (mode, n) not in skip]
-        if not pending:
+        if not pending and not restore_anyway.intersection(names):
             continue
         if mode == "identity":
             restored, routed, seconds = blurred, None, 0.0
@@ -343,6 +346,22 @@ def score_batch(
                 record["experts"] = [sorted(chosen)] * len(model.experts)
             records.append(record)
     return records, restored_by_mode
+
+
+def samples_to_save(pairs: list, modes: list[str], per_label: int, folder: Path) -> set[str]:
+    """Names of the first ``per_label`` pairs of each blur label (of all pairs where there are no labels)
+    whose samples are not all in ``folder`` yet: these are restored even where their scores exist."""
+    first: dict = {}
+    for pair in pairs:
+        if len(first.setdefault(pair.label, [])) < per_label:
+            first[pair.label].append(pair.name)
+    tags = ["blurred", *(m for m in modes if m != "identity")]
+    return {
+        name
+        for names in first.values()
+        for name in names
+        if not all((folder / f"{name.replace('/', '__')}__{tag}.png").is_file() for tag in tags)
+    }
 
 
 def save_wild_sample(model, path: Path, modes: list[str], cfg: "EvalConfig", device, folder: Path) -> None:
@@ -455,7 +474,9 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     done = {(r["mode"], r["name"]) for r in read_records(out)}
     shard = pairs[dist_info.rank :: dist_info.world]
-    todo = [p for p in shard if any((m, p.name) not in done for m in modes)]
+    sample_dir = out / "samples"
+    to_save = samples_to_save(shard, modes, cfg.save_images, sample_dir) if dist_info.is_main else set()
+    todo = [p for p in shard if p.name in to_save or any((m, p.name) not in done for m in modes)]
 
     dataset = PairedImageDataset(todo)
     sizes = [image_size(p.blurred) for p in todo]
@@ -467,13 +488,6 @@ def evaluate(cfg: EvalConfig) -> dict:
         collate_fn=collate_pairs,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
-    )
-    sample_dir = out / "samples"
-    label_of_stem = {p.name.replace("/", "__"): p.label for p in pairs}
-    saved = Counter(  # saved samples per blur label (None: unlabelled), also those of an earlier attempt
-        label_of_stem[p.name.removesuffix("__blurred.png")]
-        for p in sample_dir.glob("*__blurred.png")
-        if p.name.removesuffix("__blurred.png") in label_of_stem
     )
     started = time.perf_counter()
     setup_seconds = started - called
@@ -501,17 +515,16 @@ def evaluate(cfg: EvalConfig) -> dict:
                 metrics,
                 cfg,
                 skip=done,
+                restore_anyway=to_save,
             )
             forward_seconds += sum(r["seconds"] for r in batch_records)
-            if cfg.save_images and dist_info.is_main:
+            if to_save:
                 from demoe.tracking import save_sample
 
                 for i, name in enumerate(names):
-                    label = TASKS[int(labels[i])] if int(labels[i]) >= 0 else None
-                    if saved[label] < cfg.save_images:
+                    if name in to_save:
                         for mode, restored in restored_by_mode.items():
                             save_sample(sample_dir, name, mode, blurred[i], restored[i], sharp[i])
-                        saved[label] += 1
             psnr = [r["psnr"] for r in batch_records if r["mode"] == modes[-1] and "psnr" in r]
             psnr_sum, psnr_n = psnr_sum + sum(psnr), psnr_n + len(psnr)
             append_records(records_file, batch_records)

@@ -166,6 +166,8 @@ def test_saved_samples_include_the_benchmarks_in_the_wild_photo_without_a_sharp_
 
 
 def test_save_images_keeps_the_first_n_images_of_each_blur_label(tmp_path):
+    from dataclasses import replace
+
     import numpy as np
     import torch
     from PIL import Image
@@ -199,3 +201,8 @@ def test_save_images_keeps_the_first_n_images_of_each_blur_label(tmp_path):
         "low_light__0__blurred.png",
         "low_light__1__blurred.png",
     ]
+    records = (tmp_path / "out" / "records.rank0.jsonl").read_text()
+    evaluate(replace(cfg, save_images=3))  # scores all there: only the images still wanted are restored
+    assert (tmp_path / "out" / "samples" / "low_light__2__auto.png").is_file()
+    assert len(list((tmp_path / "out" / "samples").glob("*__auto.png"))) == 6
+    assert (tmp_path / "out" / "records.rank0.jsonl").read_text() == records
