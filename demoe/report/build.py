@@ -180,8 +180,8 @@ def _routing_section(evals: list[EvalRun], keep, figure) -> Section:
                 d["rows_true_cols_predicted"], d["labels"], f"{r.label} on {r.bench}: router's choices"
             ),
             f"confusion__{run.key}",
-            f"Router confusion of {names} on {run.bench} (rows: true blur, columns: router's choice)"
-            + (": one checkpoint, so one router whatever k is." if len(group) > 1 else "."),
+            f"Router confusion of {run.label} on {run.bench} (rows: true blur, columns: router's choice)."
+            + (" One checkpoint, so one router whatever k is." if len(group) > 1 else ""),
         )
         section.items.append(Row([i for i in (drawn, confusion) if i is not None]))
     if unlabelled:

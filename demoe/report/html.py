@@ -39,6 +39,8 @@ figure { margin: 12px 0 20px; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eceff2; }
 figcaption { color: #59606a; font-size: 13px; margin-top: 4px; }
 .row { display: flex; flex-wrap: wrap; gap: 28px; align-items: flex-start; }
+.row figure { display: table; }  /* the caption wraps at the figure's width, the table stays beside it */
+.row figcaption { display: table-caption; caption-side: bottom; }
 .missing { background: #fff7e0; border-left: 4px solid #e0a800; padding: 6px 12px; margin: 10px 0; font-size: 14px; }
 """
 
