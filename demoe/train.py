@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -469,7 +470,21 @@ class RunOptions:
 
 
 def finetune(cfg: dict, opts: RunOptions) -> dict:
-    """Train as ``cfg`` says; returns a summary (rank 0: step, best_psnr, checkpoints, zoo entry, run id)."""
+    """Train as ``cfg`` says; returns a summary (rank 0: step, best_psnr, checkpoints, zoo entry, run id).
+    A run that stops on an error is marked FAILED in MLflow (KILLED on Ctrl-C), not left to look finished."""
+    try:
+        return _finetune(cfg, opts)
+    except BaseException as e:
+        mlflow = sys.modules.get("mlflow")
+        if mlflow is not None and mlflow.active_run() is not None:
+            try:
+                mlflow.end_run(status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            except Exception:  # the server may be what failed; the error that stopped training matters
+                pass
+        raise
+
+
+def _finetune(cfg: dict, opts: RunOptions) -> dict:
     from demoe.data.dataset import PairedImageDataset
 
     t, dsets = cfg["train"], cfg["datasets"]

@@ -498,3 +498,21 @@ def test_batches_that_never_reach_the_trained_expert_leave_it_as_it_was(tmp_path
     assert result["step"] == 3
     before, after = params_of(start), params_of(tmp_path / "run/models/latest.pt")
     assert_bitwise_equal(before, after)
+
+
+def test_a_run_stopped_by_an_unreadable_image_is_failed_in_mlflow_not_finished(tmp_path):
+    from mlflow import MlflowClient
+
+    bench = make_task_bench(tmp_path / "bench")
+    damaged = bench / "train" / "defocus" / "blur" / "01.png"
+    damaged.write_bytes(damaged.read_bytes()[:120])  # the header survives, the pixels do not
+    config = write_config(tmp_path / "exp.yaml", tiny_config(bench, total=8, logger={"experiment": "ft"}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = cli(
+        "finetune", "-c", str(config), "--tracking-uri", uri, "--out", str(tmp_path / "run"), cwd=tmp_path
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and "01.png" in result.stderr
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("ft").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
