@@ -45,6 +45,9 @@ class ZooEntry:
     checkpoint: CheckpointSource | None = None
     paper: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    stats: dict = field(
+        default_factory=dict
+    )  # params, flops_256: count_flops' figures, shipped to spare the count
     source: Path | None = None
 
     @property
@@ -62,11 +65,11 @@ def zoo_dirs(extra: list[Path] | tuple = ()) -> list[Path]:
 
 
 def _entry_from_dict(data: dict, source: Path) -> ZooEntry:
-    unknown = set(data) - {"name", "arch", "kwargs", "description", "checkpoint", "paper", "info"}
+    unknown = set(data) - {"name", "arch", "kwargs", "description", "checkpoint", "paper", "info", "stats"}
     if unknown or "name" not in data or "arch" not in data:
         raise ZooError(
             f"{source}: a zoo entry needs name and arch, and only knows name, arch, kwargs, "
-            f"description, checkpoint, paper, info (found {sorted(data)})"
+            f"description, checkpoint, paper, info, stats (found {sorted(data)})"
         )
     if data["arch"] not in ARCHITECTURES:
         raise ZooError(
@@ -82,6 +85,7 @@ def _entry_from_dict(data: dict, source: Path) -> ZooEntry:
         checkpoint=CheckpointSource(**ckpt) if ckpt else None,
         paper=dict(data.get("paper") or {}),
         info=dict(data.get("info") or {}),
+        stats=dict(data.get("stats") or {}),
         source=source,
     )
 
@@ -242,8 +246,11 @@ def count_flops(model: torch.nn.Module, side: int) -> int:
 
 
 def model_stats(entry: ZooEntry, side: int = 256) -> dict:
-    """Parameters and GFLOPs of one forward at ``side``x``side`` (``count_flops``), cached in
-    ``$DEMOE_HOME/cache``."""
+    """Parameters and GFLOPs of one forward at ``side``x``side`` (``count_flops``): the entry's own
+    ``stats`` where it ships them (``tests/test_zoo.py`` recounts those), else counted once and cached
+    in ``$DEMOE_HOME/cache``."""
+    if side == 256 and {"params", "flops_256"} <= entry.stats.keys():
+        return {"params": int(entry.stats["params"]), "gflops": int(entry.stats["flops_256"]) / 1e9}
     key = json.dumps(
         {"arch": entry.arch, "kwargs": entry.kwargs, "side": side, "torch": torch.__version__}, sort_keys=True
     )

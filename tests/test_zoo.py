@@ -178,3 +178,12 @@ def test_flops_from_two_small_sides_equal_a_direct_count(name):
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(torch.rand(1, 3, 192, 192))
     assert zoo.count_flops(model, 192) == counter.get_total_flops()
+
+
+@pytest.mark.parametrize("name", sorted(zoo.load_zoo([zoo.shipped_dir("zoo")])))
+def test_shipped_stats_are_what_the_flop_counter_counts(name):
+    entry = zoo.get_entry(name)
+    assert {"params", "flops_256"} <= entry.stats.keys(), f"{entry.source}: {name} ships no stats"
+    model = zoo.build_model(entry).eval()
+    assert entry.stats["params"] == sum(p.numel() for p in model.parameters())
+    assert entry.stats["flops_256"] == zoo.count_flops(model, 256)
