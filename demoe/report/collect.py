@@ -410,8 +410,9 @@ def model_costs(run: EvalRun, zoo: dict) -> Costs:
     entry = zoo.get(run.model)
     if entry is None:
         return run.costs
-    if run.k is not None and "k_used" in entry.kwargs:
-        entry = replace(entry, kwargs={**entry.kwargs, "k_used": run.k})
+    if run.k is not None and entry.kwargs.get("k_used", run.k) != run.k:
+        # another k is another FLOP count: the entry's shipped stats are for its own k
+        entry = replace(entry, kwargs={**entry.kwargs, "k_used": run.k}, stats={})
     stats = model_stats(entry)
     model = build_model(entry)
     inactive = 0
