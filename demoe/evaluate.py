@@ -355,12 +355,14 @@ def samples_to_save(pairs: list, modes: list[str], per_label: int, folder: Path)
     for pair in pairs:
         if len(first.setdefault(pair.label, [])) < per_label:
             first[pair.label].append(pair.name)
+    from demoe.tracking import sample_path
+
     tags = ["blurred", *(m for m in modes if m != "identity")]
     return {
         name
         for names in first.values()
         for name in names
-        if not all((folder / f"{name.replace('/', '__')}__{tag}.png").is_file() for tag in tags)
+        if not all(sample_path(folder, name, tag).is_file() for tag in tags)
     }
 
 

@@ -77,15 +77,19 @@ def per_image_table(records: list[dict]):
     return table.sort_values(["mode", "name"], kind="stable").reset_index(drop=True)
 
 
+def sample_path(folder: Path, name: str, tag: str) -> Path:
+    """Where ``save_sample`` puts image ``name``'s ``tag`` (blurred, sharp or a routing mode)."""
+    return Path(folder) / f"{name.replace('/', '__')}__{tag}.png"
+
+
 def save_sample(folder: Path, name: str, mode: str, blurred, restored, sharp=None) -> None:
     """Save the restored image of one mode, and the blurred and sharp (if any) images once, as 8-bit PNG."""
     from PIL import Image
 
-    stem = name.replace("/", "__")
     for tag, image in (("blurred", blurred), (mode, restored), ("sharp", sharp)):
         if image is None:
             continue
-        path = Path(folder) / f"{stem}__{tag}.png"
+        path = sample_path(folder, name, tag)
         if path.exists() and tag != mode:
             continue
         array = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(

@@ -45,9 +45,8 @@ class ZooEntry:
     checkpoint: CheckpointSource | None = None
     paper: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
-    stats: dict = field(
-        default_factory=dict
-    )  # params, flops_256: count_flops' figures, shipped to spare the count
+    # params and flops_256, count_flops' figures, shipped so that zoo list need not count them
+    stats: dict = field(default_factory=dict)
     source: Path | None = None
 
     @property
