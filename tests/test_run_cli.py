@@ -161,6 +161,27 @@ def test_killed_run_resumes_without_losing_or_repeating_images(tmp_path):
 
 
 @pytest.mark.slow
+def test_default_run_beats_the_blurred_input_on_every_task_as_its_zoo_entry_says(tmp_path):
+    """`demoe-eval run` as on a fresh machine: the shipped model on aio-synth's test split."""
+    from demoe import zoo
+
+    result = cli(
+        "run", "--metrics", "psnr", "--routing", "auto", "--no-tracking", "--out", "out", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    table = pd.read_parquet(tmp_path / "out" / "per_image.parquet")
+    psnr = table.pivot_table(index="label", columns="mode", values="psnr", aggfunc="mean")
+    gain = psnr["auto"] - psnr["identity"]
+    assert len(gain) == 5 and (gain > 0).all() and gain.mean() >= 2.0
+    auto = table[table["mode"] == "auto"]
+    accuracy = (auto["pred_task"] == auto["label"]).mean()
+    info = zoo.get_entry(zoo.DEFAULT_MODEL).info
+    assert accuracy == pytest.approx(info["test_routing_accuracy"], abs=1.5 / len(auto))
+    for task, expected in info["test_psnr_auto_by_task"].items():
+        assert psnr.loc[task, "auto"] == pytest.approx(expected, abs=0.05)
+
+
+@pytest.mark.slow
 def test_two_processes_give_the_same_table_as_one(tmp_path):
     bench = make_bench(tmp_path / "bench", count=7)
     one = cli(*run_args(bench, tmp_path / "one", "--no-tracking"), cwd=tmp_path)
