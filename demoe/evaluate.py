@@ -351,12 +351,12 @@ def score_batch(
 def samples_to_save(pairs: list, modes: list[str], per_label: int, folder: Path) -> set[str]:
     """Names of the first ``per_label`` pairs of each blur label (of all pairs where there are no labels)
     whose samples are not all in ``folder`` yet: these are restored even where their scores exist."""
+    from demoe.tracking import sample_path
+
     first: dict = {}
     for pair in pairs:
         if len(first.setdefault(pair.label, [])) < per_label:
             first[pair.label].append(pair.name)
-    from demoe.tracking import sample_path
-
     tags = ["blurred", *(m for m in modes if m != "identity")]
     return {
         name

@@ -14,6 +14,39 @@ from demoe.evaluate import (
     unique_records,
 )
 
+TINY_A = Path(__file__).parent / "fixtures" / "tiny_a.pt"
+
+
+def write_pairs(folder: Path, count: int, rng, prefix: str = "") -> None:
+    """``count`` real PNG pairs under ``folder/{blur,sharp}``: random 32x32 images and their darker copies."""
+    import numpy as np
+    from PIL import Image
+
+    for sub in ("blur", "sharp"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(image).save(folder / "sharp" / f"{prefix}{i}.png")
+        Image.fromarray(image // 2).save(folder / "blur" / f"{prefix}{i}.png")
+
+
+def tiny_eval_config(tmp_path: Path, bench: str, **options):
+    """DeMoE-tiny with the reference fixture's weights, PSNR only, results under ``tmp_path/out``."""
+    import torch
+
+    from demoe.evaluate import EvalConfig
+
+    torch.set_num_threads(1)
+    return EvalConfig(
+        model="DeMoE-tiny",
+        bench=bench,
+        checkpoint=str(TINY_A),
+        metrics=["psnr"],
+        out=tmp_path / "out",
+        progress=False,
+        **options,
+    )
+
 
 def test_default_routing_depends_on_labels_and_router():
     assert parse_routing(None, bench_label_available=True, has_router=True) == ["auto", "oracle"]
@@ -112,20 +145,15 @@ def test_summary_means_accuracy_confusion_and_usage():
 
 def test_saved_samples_include_the_benchmarks_in_the_wild_photo_without_a_sharp_image(tmp_path):
     import numpy as np
-    import torch
     import yaml
     from PIL import Image
 
-    from demoe.evaluate import EvalConfig, evaluate
+    from demoe.evaluate import evaluate
 
     rng = np.random.default_rng(0)
     root = tmp_path / "data" / "Lab"
-    for sub in ("blur", "sharp", "wild"):
-        (root / sub).mkdir(parents=True)
-    for i in range(2):
-        image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-        Image.fromarray(image).save(root / "sharp" / f"img{i}.png")
-        Image.fromarray(image // 2).save(root / "blur" / f"img{i}.png")
+    write_pairs(root, 2, rng, prefix="img")
+    (root / "wild").mkdir()
     Image.fromarray(rng.integers(0, 256, (24, 40), dtype=np.uint8)).save(root / "wild" / "street.png")
     (tmp_path / "manifests").mkdir()
     manifest = {
@@ -138,18 +166,13 @@ def test_saved_samples_include_the_benchmarks_in_the_wild_photo_without_a_sharp_
         "extras": {"wild": "wild/street.png"},
     }
     (tmp_path / "manifests" / "Lab.yaml").write_text(yaml.safe_dump(manifest))
-    torch.set_num_threads(1)
-    cfg = EvalConfig(
-        model="DeMoE-tiny",
-        bench="Lab",
-        checkpoint=str(Path(__file__).parent / "fixtures" / "tiny_a.pt"),
+    cfg = tiny_eval_config(
+        tmp_path,
+        "Lab",
         routing=["auto", "oracle"],
-        metrics=["psnr"],
-        out=tmp_path / "out",
         save_images=1,
         data_root=tmp_path / "data",
         bench_dirs=[tmp_path / "manifests"],
-        progress=False,
     )
     results = evaluate(cfg)
     assert results["timing"]["workers"] == 0, "on a CPU the images decode in the main process"
@@ -169,30 +192,13 @@ def test_save_images_keeps_the_first_n_images_of_each_blur_label(tmp_path):
     from dataclasses import replace
 
     import numpy as np
-    import torch
-    from PIL import Image
 
-    from demoe.evaluate import EvalConfig, evaluate
+    from demoe.evaluate import evaluate
 
     rng = np.random.default_rng(0)
     for task in ("defocus", "low_light"):
-        for sub in ("blur", "sharp"):
-            (tmp_path / "bench" / "test" / task / sub).mkdir(parents=True)
-        for i in range(3):
-            image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-            Image.fromarray(image).save(tmp_path / "bench" / "test" / task / "sharp" / f"{i}.png")
-            Image.fromarray(image // 2).save(tmp_path / "bench" / "test" / task / "blur" / f"{i}.png")
-    torch.set_num_threads(1)
-    cfg = EvalConfig(
-        model="DeMoE-tiny",
-        bench=str(tmp_path / "bench"),
-        checkpoint=str(Path(__file__).parent / "fixtures" / "tiny_a.pt"),
-        routing=["auto"],
-        metrics=["psnr"],
-        out=tmp_path / "out",
-        save_images=2,
-        progress=False,
-    )
+        write_pairs(tmp_path / "bench" / "test" / task, 3, rng)
+    cfg = tiny_eval_config(tmp_path, str(tmp_path / "bench"), routing=["auto"], save_images=2)
     evaluate(cfg)
     blurred = sorted(p.name for p in (tmp_path / "out" / "samples").glob("*__blurred.png"))
     assert blurred == [
