@@ -17,6 +17,7 @@ import math
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -77,6 +78,7 @@ DEFAULTS: dict = {
         "fft_loss_weight": 0.0,
         "router_loss_weight": 0.1,  # cross-entropy of the router on the task label (labelled pairs only)
         "routing": "auto",  # auto (the router decides), oracle (the labelled expert) or a task name
+        "memory_format": "channels_last",  # of weights and crops: channels_last (faster) or contiguous
         "freeze": {"encoder": False, "router": False, "all_but_experts": None},  # all_but_experts: task names
     },
     "val": {
@@ -99,6 +101,7 @@ FLOATS = [
     ("train", k)
     for k in ("lr", "weight_decay", "eta_min", "grad_clip", "fft_loss_weight", "router_loss_weight")
 ]
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 NOT_COMPARED_ON_RESUME = {"logger", "device", "description"}
 
 
@@ -155,6 +158,8 @@ def resolve_config(
         raise ConfigError(f"{source}: train.pixel_loss must be one of {', '.join(PIXEL_LOSSES)}")
     if t["amp"] not in ("auto", "bf16", "fp16", "none", None):
         raise ConfigError(f"{source}: train.amp must be auto, bf16, fp16 or none")
+    if t["memory_format"] not in MEMORY_FORMATS:
+        raise ConfigError(f"{source}: train.memory_format must be one of {', '.join(MEMORY_FORMATS)}")
     if t["routing"] not in ("auto", "oracle", *TASKS):
         raise ConfigError(f"{source}: train.routing must be auto, oracle or a task: {', '.join(TASKS)}")
     for part in ("train", "val"):
@@ -526,7 +531,8 @@ def _finetune(cfg: dict, opts: RunOptions) -> dict:
         raise TrainError(f"train.routing {t['routing']}: this model has no router or experts; use auto")
     if state is not None:
         model.load_state_dict(state["params"])
-    model.to(device)
+    memory_format = MEMORY_FORMATS[t["memory_format"]]
+    model.to(device, memory_format=memory_format)
     if world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -537,6 +543,9 @@ def _finetune(cfg: dict, opts: RunOptions) -> dict:
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
+        # In channels-last, the gradient of a 1x1 kernel can come back with the other strides of the same
+        # memory (size-1 axes); DDP then copies it into its bucket, a few kB, and warns on every step.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         net = DistributedDataParallel(
             model,
             device_ids=[device.index] if device.type == "cuda" else None,
@@ -747,7 +756,8 @@ def _finetune(cfg: dict, opts: RunOptions) -> dict:
         sampler.start = skip * (batch // world)
         train_set.set_epoch(epoch)
         for blurred, sharp, _names, labels in loader:
-            blurred, sharp, labels = blurred.to(device), sharp.to(device), labels.to(device)
+            blurred = blurred.to(device, memory_format=memory_format)
+            sharp, labels = sharp.to(device, memory_format=memory_format), labels.to(device)
             lr = optimizer.param_groups[0]["lr"]
             task = labels if t["routing"] == "oracle" else t["routing"]
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):

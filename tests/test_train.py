@@ -95,6 +95,7 @@ def test_config_layers_file_then_set_then_cli_options(tmp_path):
         (["train.lrr=1"], "unknown option train.lrr"),
         (["train.lr=fast"], "train.lr must be a number"),
         (["train.routing=manual"], "train.routing must be auto, oracle or a task"),
+        (["train.memory_format=nhwc"], "train.memory_format must be one of channels_last, contiguous"),
         (["network_g.type=DeMoE"], "not both"),
         (["train.freeze.all_but_experts=[blurry]"], "unknown task 'blurry'"),
     ],
@@ -184,6 +185,38 @@ def test_stopped_and_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(tmp_
     assert [r["loss"] for r in log_lines(tmp_path / "parts")] == [
         r["loss"] for r in log_lines(tmp_path / "whole")
     ]
+
+
+def test_channels_last_training_computes_the_gradients_of_contiguous_training():
+    torch.manual_seed(0)
+    model = zoo.build_model(zoo.get_entry("DeMoE-tiny"))
+    train.set_train_mode(model)
+    blurred, sharp = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    labels = torch.tensor([0, 4, 1, 4])
+    grads = {}
+    for layout, memory_format in train.MEMORY_FORMATS.items():
+        model.to(memory_format=memory_format)
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the router's dropout
+        out = model(blurred.contiguous(memory_format=memory_format), task=labels)
+        loss = pixel_loss(out["output"], sharp) + router_ce(out["router_logits"], labels)
+        loss.backward()
+        grads[layout] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    fast, plain = grads["channels_last"], grads["contiguous"]
+    assert fast.keys() == plain.keys() and len(fast) > 50
+    for name in plain:
+        torch.testing.assert_close(fast[name], plain[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_finetuning_in_channels_last_takes_the_steps_of_one_in_contiguous_memory(tmp_path):
+    bench = make_task_bench(tmp_path / "bench")
+    losses = {}
+    for layout in train.MEMORY_FORMATS:
+        cfg = train.resolve_config(tiny_config(bench, total=4, train={"memory_format": layout}))
+        train.finetune(cfg, train.RunOptions(run_dir=tmp_path / layout, tracking=False))
+        losses[layout] = [r["loss"] for r in log_lines(tmp_path / layout)]
+    assert len(losses["contiguous"]) == 4
+    assert losses["channels_last"] == pytest.approx(losses["contiguous"], rel=1e-4)
 
 
 def test_finished_run_becomes_a_zoo_entry_that_loads(tmp_path):
