@@ -6,6 +6,7 @@ runs in a helper process with glibc's default allocator, as the published code r
 the same time: every round runs each configuration once in the helper, then once here, so a
 neighbour's load hits both alike, and the figures are medians over rounds after warm-up rounds.
 Weights are random (seeded): speed does not depend on them, and both paths use the same ones.
+A finetuning step of the embedded default's architecture is timed too, in each ``train.memory_format``.
 """
 
 import json
@@ -47,6 +48,7 @@ class PerfConfig:
     tile: int = 512
     tile_overlap: int = 32
     pipeline_images: int | None = 40  # aio-synth test pairs the evaluator runs on; None: all, 0: skip
+    train_step: tuple[int, int] | None = (8, 96)  # (batch, crop side) of the training-step timing; None: skip
     seed: int = 0
 
 
@@ -62,6 +64,7 @@ def quick_config(**overrides) -> PerfConfig:
         tile=64,
         tile_overlap=16,
         pipeline_images=3,
+        train_step=(2, 32),
     )
     return PerfConfig(**{**asdict(base), **overrides})
 
@@ -367,6 +370,50 @@ def _measure_bf16_quality(cfg: PerfConfig, progress) -> dict | None:
     }
 
 
+def _measure_training_step(cfg: PerfConfig, progress) -> dict | None:
+    """Forward and backward of one finetuning step of the embedded default's architecture (L1 and the
+    router's cross-entropy, each crop through its labelled expert) in each ``train.memory_format``,
+    in interleaved rounds."""
+    from demoe import train, zoo
+    from demoe.losses import pixel_loss, router_ce
+    from demoe.models import TASKS
+
+    if not cfg.train_step:
+        return None
+    batch, crop = cfg.train_step
+    entry = zoo.get_entry(zoo.DEFAULT_MODEL)
+    progress(
+        f"training step of {entry.name}'s architecture, {batch} crops of {crop}x{crop}, per memory format"
+    )
+    model = build(entry.arch, entry.kwargs, cfg.seed)
+    train.set_train_mode(model)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    blurred, sharp = (torch.rand(batch, 3, crop, crop, generator=generator) for _ in range(2))
+    labels = torch.arange(batch) % len(TASKS)
+    times: dict[str, list[float]] = {name: [] for name in train.MEMORY_FORMATS}
+    for round_index in range(cfg.warmup + cfg.repeats):
+        for name, memory_format in train.MEMORY_FORMATS.items():
+            model.to(memory_format=memory_format)
+            x, y = (
+                blurred.contiguous(memory_format=memory_format),
+                sharp.contiguous(memory_format=memory_format),
+            )
+            model.zero_grad(set_to_none=True)
+            start = time.perf_counter()
+            out = model(x, task=labels)
+            (pixel_loss(out["output"], y) + router_ce(out["router_logits"], labels)).backward()
+            if round_index >= cfg.warmup:
+                times[name].append(time.perf_counter() - start)
+    seconds = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "model": entry.name,
+        "batch": batch,
+        "crop": crop,
+        **{f"{name}_seconds": value for name, value in seconds.items()},
+        "speedup": seconds["contiguous"] / seconds["channels_last"],
+    }
+
+
 def run(cfg: PerfConfig, progress=print) -> dict:
     """Run the benchmark of ``cfg``; returns the results that ``format_results`` prints and ``write`` saves."""
     from demoe import zoo
@@ -401,6 +448,7 @@ def run(cfg: PerfConfig, progress=print) -> dict:
     if cfg.pipeline_images != 0:
         pipeline = _measure_pipeline(cfg, entry.arch, entry.kwargs, state, progress)
         quality = _measure_bf16_quality(cfg, progress)
+    training = _measure_training_step(cfg, progress)
     return {
         "config": asdict(cfg),
         "model": {
@@ -419,6 +467,7 @@ def run(cfg: PerfConfig, progress=print) -> dict:
         "large_image": large,
         "pipeline": pipeline,
         "bf16_quality": quality,
+        "training_step": training,
     }
 
 
@@ -533,6 +582,22 @@ def display_tables(results: dict) -> list[tuple[str, list[dict], list[str]]]:
                     }
                 ],
                 ["images", "psnr fp32", "psnr bf16", "change dB"],
+            )
+        )
+    training = results.get("training_step")
+    if training:
+        tables.append(
+            (
+                f"Training step (forward and backward) of {training['model']}'s architecture, "
+                f"{training['batch']} crops of {training['crop']}x{training['crop']}, per train.memory_format",
+                [
+                    {
+                        "contiguous s": f"{training['contiguous_seconds']:.3f}",
+                        "channels_last s": f"{training['channels_last_seconds']:.3f}",
+                        "x": f"{training['speedup']:.2f}",
+                    }
+                ],
+                ["contiguous s", "channels_last s", "x"],
             )
         )
     return tables

@@ -62,6 +62,9 @@ DEFAULTS: dict = {
             "augment": True,  # random flips and 90-degree rotations of the crops
             "batch_size": 8,  # the global batch, split over the processes
             "num_worker": 0,  # DataLoader workers per process
+            # aio-synth only: instead of its fixed pairs, as many crops of its train photos per epoch,
+            # each degraded afresh (new patches, kernels and noise every epoch)
+            "synthesize": False,
         },
         "val": {"bench": None, "split": None, "task": None, "limit": None, "batch_size": 1, "num_worker": 0},
     },
@@ -148,6 +151,13 @@ def resolve_config(
         raise ConfigError(f"{source}: network_g needs a type ({', '.join(ARCHITECTURES)}) and its keywords")
     if not cfg["datasets"]["train"]["bench"]:
         raise ConfigError(f"{source}: datasets.train.bench is required (a benchmark name or folder)")
+    if cfg["datasets"]["train"]["synthesize"] and (
+        cfg["datasets"]["train"]["bench"] != "aio-synth" or cfg["datasets"]["train"]["split"] != "train"
+    ):
+        raise ConfigError(
+            f"{source}: datasets.train.synthesize degrades aio-synth's train photos; "
+            "set datasets.train.bench: aio-synth and split: train, or synthesize: false"
+        )
     t = cfg["train"]
     for part, key in FLOATS:
         try:
@@ -490,7 +500,7 @@ def finetune(cfg: dict, opts: RunOptions) -> dict:
 
 
 def _finetune(cfg: dict, opts: RunOptions) -> dict:
-    from demoe.data.dataset import PairedImageDataset
+    from demoe.data.dataset import PairedImageDataset, SynthesizedPairs
 
     t, dsets = cfg["train"], cfg["datasets"]
     seed = int(cfg["manual_seed"])
@@ -562,7 +572,15 @@ def _finetune(cfg: dict, opts: RunOptions) -> dict:
             "train.routing oracle needs task labels; set datasets.train.task for an unlabelled benchmark"
         )
     crop = int(dsets["train"]["gt_size"])
-    train_set = PairedImageDataset(train_pairs, crop=crop, augment=bool(dsets["train"]["augment"]), seed=seed)
+    augment = bool(dsets["train"]["augment"])
+    if dsets["train"]["synthesize"]:
+        from demoe.data.aio_synth import train_photos
+
+        train_set = SynthesizedPairs(
+            train_photos(), crop=crop, length=len(train_pairs), augment=augment, seed=seed
+        )
+    else:
+        train_set = PairedImageDataset(train_pairs, crop=crop, augment=augment, seed=seed)
     sampler = EpochSampler(train_set, num_replicas=world, rank=dist_info.rank, seed=seed)
     loader_gen = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(

@@ -61,6 +61,13 @@ def test_quick_benchmark_writes_every_measurement(tmp_path):
     assert quality["model"] == "DeMoE-tiny-synth" and quality["images"] == 3
     assert abs(quality["psnr_change_db"]) < 0.5
     assert "loop / forward" in result.stdout and "change dB" in result.stdout
+    training = results["training_step"]
+    assert (training["batch"], training["crop"]) == (2, 32)
+    assert training["contiguous_seconds"] > 0 and training["channels_last_seconds"] > 0
+    assert training["speedup"] == pytest.approx(
+        training["contiguous_seconds"] / training["channels_last_seconds"]
+    )
+    assert "channels_last s" in result.stdout
 
 
 def test_bad_k_is_a_one_line_error(tmp_path):

@@ -96,6 +96,7 @@ def test_config_layers_file_then_set_then_cli_options(tmp_path):
         (["train.lr=fast"], "train.lr must be a number"),
         (["train.routing=manual"], "train.routing must be auto, oracle or a task"),
         (["train.memory_format=nhwc"], "train.memory_format must be one of channels_last, contiguous"),
+        (["datasets.train.synthesize=true"], "datasets.train.synthesize degrades aio-synth's train photos"),
         (["network_g.type=DeMoE"], "not both"),
         (["train.freeze.all_but_experts=[blurry]"], "unknown task 'blurry'"),
     ],
@@ -217,6 +218,23 @@ def test_a_finetuning_in_channels_last_takes_the_steps_of_one_in_contiguous_memo
         losses[layout] = [r["loss"] for r in log_lines(tmp_path / layout)]
     assert len(losses["contiguous"]) == 4
     assert losses["channels_last"] == pytest.approx(losses["contiguous"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_training_on_freshly_degraded_aio_synth_crops_resumes_bitwise(tmp_path):
+    doc = tiny_config(
+        "aio-synth", total=4, datasets={"train": {"bench": "aio-synth", "gt_size": 32, "batch_size": 5}}
+    )
+    doc["datasets"]["train"]["synthesize"] = True
+    cfg = train.resolve_config(doc)
+    whole = train.finetune(cfg, train.RunOptions(run_dir=tmp_path / "whole", tracking=False))
+    train.finetune(cfg, train.RunOptions(run_dir=tmp_path / "parts", tracking=False, stop_after=2))
+    train.finetune(cfg, train.RunOptions(run_dir=tmp_path / "parts", tracking=False, resume=True))
+    assert whole["step"] == 4
+    assert_bitwise_equal(
+        params_of(tmp_path / "whole/models/latest.pt"), params_of(tmp_path / "parts/models/latest.pt")
+    )
+    assert all(r["router_ce"] > 0 for r in log_lines(tmp_path / "whole"))
 
 
 def test_finished_run_becomes_a_zoo_entry_that_loads(tmp_path):

@@ -96,20 +96,20 @@ def _source_file(name: str) -> Path:
     return path
 
 
-def _pick_crop(image: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+def _pick_crop(image: np.ndarray, rng: np.random.Generator, crop: int = CROP) -> tuple[int, int]:
     """A random crop position with a margin inside the photo, skipping near-flat ones (the black sky of the
     Hubble photo, the black surround of the retina): the first of ``CROP_TRIES`` whose brightness
     varies enough, else the most varied."""
     height, width = image.shape[:2]
-    if height < CROP + 2 * MARGIN or width < CROP + 2 * MARGIN:
+    if height < crop + 2 * MARGIN or width < crop + 2 * MARGIN:
         raise AioSynthError(
-            f"a {width}x{height} photo is too small for {CROP}x{CROP} crops with a {MARGIN} px margin"
+            f"a {width}x{height} photo is too small for {crop}x{crop} crops with a {MARGIN} px margin"
         )
     best, best_std = (MARGIN, MARGIN), -1.0
     for _ in range(CROP_TRIES):
-        y = int(rng.integers(MARGIN, height - CROP - MARGIN + 1))
-        x = int(rng.integers(MARGIN, width - CROP - MARGIN + 1))
-        std = float(image[y : y + CROP, x : x + CROP].mean(axis=2).std())
+        y = int(rng.integers(MARGIN, height - crop - MARGIN + 1))
+        x = int(rng.integers(MARGIN, width - crop - MARGIN + 1))
+        std = float(image[y : y + crop, x : x + crop].mean(axis=2).std())
         if std >= MIN_CROP_STD:
             return y, x
         if std > best_std:
@@ -137,15 +137,27 @@ def _make_pair(image: np.ndarray, item: dict, seed: int) -> tuple[np.ndarray, np
     rng = np.random.default_rng(
         [seed, list(SPLITS).index(item["split"]), TASKS.index(item["task"]), item["index"]]
     )
-    degrade = DEGRADATIONS[item["task"]]
     if item["full"]:
-        blurred, params = degrade(image, rng)
+        blurred, params = DEGRADATIONS[item["task"]](image, rng)
         return image, blurred, {"crop": None, "params": params}
-    y, x = _pick_crop(image, rng)
-    region = image[y - MARGIN : y + CROP + MARGIN, x - MARGIN : x + CROP + MARGIN]
-    blurred, params = degrade(region, rng)
-    inner = (slice(MARGIN, MARGIN + CROP), slice(MARGIN, MARGIN + CROP))
-    return region[inner], blurred[inner], {"crop": [y, x, CROP, CROP], "params": params}
+    return degraded_crop(image, item["task"], CROP, rng)
+
+
+def degraded_crop(
+    image: np.ndarray, task: str, crop: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(sharp, blurred, info) of a random ``crop`` x ``crop`` patch of ``image`` degraded by ``task``'s
+    degradation, as aio-synth makes its pairs: the patch is degraded with its margin, then cut out."""
+    y, x = _pick_crop(image, rng, crop)
+    region = image[y - MARGIN : y + crop + MARGIN, x - MARGIN : x + crop + MARGIN]
+    blurred, params = DEGRADATIONS[task](region, rng)
+    inner = (slice(MARGIN, MARGIN + crop), slice(MARGIN, MARGIN + crop))
+    return region[inner], blurred[inner], {"crop": [y, x, crop, crop], "params": params}
+
+
+def train_photos() -> dict[str, np.ndarray]:
+    """The photos of aio-synth's train split, read from scikit-image's data folder."""
+    return {name: read_image(_source_file(name)) for name in SPLITS["train"]}
 
 
 def _pair_name(item: dict) -> str:

@@ -7,9 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from demoe.data.dataset import PairedImageDataset
+from demoe.data import aio_synth
+from demoe.data.dataset import PairedImageDataset, SynthesizedPairs
 from demoe.data.images import ImageReadError
 from demoe.data.registry import BenchmarkError, Pair
+from demoe.tasks import TASKS
 
 
 def scene(height: int = 40, width: int = 56, seed: int = 0) -> np.ndarray:
@@ -114,3 +116,28 @@ def test_randomness_does_not_depend_on_the_number_of_workers(tmp_path):
 def test_crop_larger_than_the_image_is_a_clear_error(tmp_path):
     with pytest.raises(BenchmarkError, match="56x40 is smaller than the crop of 64 pixels"):
         PairedImageDataset([identical_pair(tmp_path)], crop=64)[0]
+
+
+@pytest.fixture(scope="module")
+def train_photos() -> dict[str, np.ndarray]:
+    return aio_synth.train_photos()
+
+
+def test_synthesized_pairs_are_fresh_degraded_crops_of_the_train_photos_cycling_over_the_tasks(train_photos):
+    dataset = SynthesizedPairs(train_photos, crop=48, length=10, augment=True, seed=3)
+    items = [dataset[i] for i in range(10)]
+    assert [label for *_, label in items] == list(range(len(TASKS))) * 2
+    for blurred, sharp, name, _ in items:
+        assert blurred.shape == sharp.shape == (3, 48, 48) and blurred.dtype == torch.float32
+        assert 0 <= float(blurred.min()) and float(blurred.max()) <= 1
+        assert float((blurred - sharp).abs().mean()) > 0.003, name
+        assert name.split("@")[0] in aio_synth.SPLITS["train"]
+    again = SynthesizedPairs(train_photos, crop=48, length=10, augment=True, seed=3)
+    torch.testing.assert_close(again[4][0], items[4][0], rtol=0, atol=0)
+    again.set_epoch(1)
+    assert not torch.equal(again[4][1], items[4][1]) and again[4][3] == items[4][3]
+
+
+def test_synthesized_pairs_refuse_a_crop_larger_than_a_photo(train_photos):
+    with pytest.raises(BenchmarkError, match="chelsea.png: smaller than a crop of 280 pixels"):
+        SynthesizedPairs(train_photos, crop=280, length=4, augment=False)
