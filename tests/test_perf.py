@@ -57,6 +57,7 @@ def test_quick_benchmark_writes_every_measurement(tmp_path):
         assert r["images"] == 3 and r["modes"] == ["identity", "auto"]
         assert 0 < r["pure_forward_seconds"] and r["loop_over_forward"] > 0
         assert r["evaluator_forward_seconds"] <= r["loop_seconds"]
+        assert r["loop_over_own_forward"] == pytest.approx(r["loop_seconds"] / r["evaluator_forward_seconds"])
     quality = results["bf16_quality"]
     assert quality["model"] == "DeMoE-tiny-synth" and quality["images"] == 3
     assert abs(quality["psnr_change_db"]) < 0.5
