@@ -81,7 +81,7 @@ DEFAULTS: dict = {
         "fft_loss_weight": 0.0,
         "router_loss_weight": 0.1,  # cross-entropy of the router on the task label (labelled pairs only)
         "routing": "auto",  # auto (the router decides), oracle (the labelled expert) or a task name
-        "memory_format": "channels_last",  # of weights and crops: channels_last (faster) or contiguous
+        "memory_format": "channels_last",  # of weights and crops: channels_last or contiguous (see README)
         "freeze": {"encoder": False, "router": False, "all_but_experts": None},  # all_but_experts: task names
     },
     "val": {
