@@ -216,6 +216,8 @@ def test_a_finetuning_in_channels_last_takes_the_steps_of_one_in_contiguous_memo
         cfg = train.resolve_config(tiny_config(bench, total=4, train={"memory_format": layout}))
         train.finetune(cfg, train.RunOptions(run_dir=tmp_path / layout, tracking=False))
         losses[layout] = [r["loss"] for r in log_lines(tmp_path / layout)]
+        kernel = torch.load(tmp_path / layout / train.STATE_FILE, weights_only=True)["params"]["intro.weight"]
+        assert kernel.is_contiguous(memory_format=train.MEMORY_FORMATS[layout]), layout
     assert len(losses["contiguous"]) == 4
     assert losses["channels_last"] == pytest.approx(losses["contiguous"], rel=1e-4)
 
@@ -235,6 +237,10 @@ def test_training_on_freshly_degraded_aio_synth_crops_resumes_bitwise(tmp_path):
         params_of(tmp_path / "whole/models/latest.pt"), params_of(tmp_path / "parts/models/latest.pt")
     )
     assert all(r["router_ce"] > 0 for r in log_lines(tmp_path / "whole"))
+    doc["datasets"]["train"]["synthesize"] = False
+    train.finetune(train.resolve_config(doc), train.RunOptions(run_dir=tmp_path / "fixed", tracking=False))
+    fixed, fresh = log_lines(tmp_path / "fixed"), log_lines(tmp_path / "whole")
+    assert [r["pixel"] for r in fixed] != [r["pixel"] for r in fresh]
 
 
 def test_finished_run_becomes_a_zoo_entry_that_loads(tmp_path):

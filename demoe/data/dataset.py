@@ -84,7 +84,7 @@ class SynthesizedPairs(torch.utils.data.Dataset):
     kernel and noise depend only on (seed, epoch, index), as ``PairedImageDataset``'s crops do."""
 
     def __init__(self, photos: dict[str, np.ndarray], crop: int, length: int, augment: bool, seed: int = 0):
-        from demoe.data.aio_synth import MARGIN
+        from demoe.data.aio_synth import MARGIN  # not at the top: it imports scipy, a second of start-up
 
         if crop < 1:
             raise BenchmarkError(f"crop {crop}: the patch size must be a positive number of pixels")
