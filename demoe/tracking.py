@@ -11,6 +11,7 @@ pyiqa metric, plus ``routing_accuracy`` and ``seconds_per_image``).
 """
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -137,6 +138,8 @@ def set_tracking(tracking_uri: str | None, experiment: str | None) -> str:
     """Point MLflow at ``tracking_uri`` (else ``MLFLOW_TRACKING_URI``, else MLflow's default) and ``experiment``."""
     import mlflow
 
+    # MLflow announces at INFO that it creates the tables of a new SQLite store; its warnings still show
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     if experiment:

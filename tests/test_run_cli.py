@@ -90,6 +90,7 @@ def test_run_logs_parent_and_children_and_identity_matches_skimage(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "identity" in result.stdout and "low_light" in result.stdout
+    assert "database tables" not in result.stderr  # a new store is created without MLflow's INFO lines
 
     table = pd.read_parquet(tmp_path / "out" / "per_image.parquet")
     assert sorted(table["mode"].unique()) == ["auto", "identity", "low_light"]
