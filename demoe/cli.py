@@ -54,7 +54,13 @@ def zoo_list(zoo_dirs: tuple[Path, ...]) -> None:
     """Table of every model: parameters, GFLOPs at 256x256, k, checkpoint availability."""
     from demoe import zoo as zoo_lib
 
-    entries = zoo_lib.load_zoo(zoo_lib.zoo_dirs(zoo_dirs))
+    dirs = zoo_lib.zoo_dirs(zoo_dirs)
+    entries = zoo_lib.load_zoo(dirs)
+    if not entries:
+        raise zoo_lib.ZooError(
+            f"no zoo entries in {', '.join(str(d) for d in dirs)}; reinstall demoe-eval, or pass --zoo-dir "
+            "with a folder of zoo YAML files"
+        )
     rows = []
     for entry in entries.values():
         stats = zoo_lib.model_stats(entry)
@@ -100,6 +106,12 @@ def zoo_show(name: str, zoo_dirs: tuple[Path, ...]) -> None:
         "params": stats["params"],
         "gflops_256": round(stats["gflops"], 3),
         "defined_in": str(entry.source),
+        "licence": entry.licence
+        or (
+            "not recorded in the entry; ask whoever made the weights"
+            if ckpt
+            else "none: the entry has no weights"
+        ),
         "checkpoint": None
         if ckpt is None
         else {

@@ -6,16 +6,31 @@ from pathlib import Path
 import yaml
 
 from demoe.errors import DemoeError
+from demoe.paths import shipped_dir
 
 
 class ConfigError(DemoeError):
     pass
 
 
+def find_experiment_file(value: Path | str) -> Path:
+    """An experiment file given as a path, or by the name of a shipped one (``tiny_synth``,
+    ``tiny_synth.yaml`` or ``experiments/tiny_synth.yaml`` from any folder)."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    shipped = shipped_dir("experiments")
+    for candidate in (shipped / path.name, shipped / f"{path.name}.yaml"):
+        if candidate.is_file() and path.parent in (Path("."), Path("experiments")):
+            return candidate
+    known = sorted(p.stem for p in shipped.glob("*.yaml"))
+    raise ConfigError(
+        f"{value}: no such file, nor a shipped experiment of that name (shipped: {', '.join(known) or 'none'})"
+    )
+
+
 def load_config(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such configuration file")
+    path = find_experiment_file(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:

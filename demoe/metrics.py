@@ -569,14 +569,9 @@ def _write_lpips_files(archive: Path, torch_home: Path, progress: bool, written:
                 if path.is_file():
                     _say(progress, f"kept {path}")
                     continue
-                atomic_write(path, functools.partial(_save_readable, make(net, arrays)))
+                atomic_write(path, functools.partial(torch.save, make(net, arrays)))
                 written.append(path)
                 _say(progress, f"wrote {path}")
-
-
-def _save_readable(state: dict, path: Path) -> None:
-    torch.save(state, path)
-    path.chmod(0o644)
 
 
 def _image(data: bytes) -> torch.Tensor:

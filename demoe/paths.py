@@ -1,11 +1,17 @@
 """Where demoe-eval keeps things: ``DEMOE_HOME`` (checkpoints, generated benchmarks, registered zoo
-entries, caches) and ``DEMOE_DATA`` (benchmark roots). The repository's own manifest folders sit
-beside the package."""
+entries, caches), ``DEMOE_DATA`` (benchmark roots) and the shipped manifest folders.
+
+The shipped folders (``zoo``, ``benchmarks``, ``experiments``) live at the repository's top level; a
+wheel carries them inside the package as ``demoe/_shipped/NAME`` (``pyproject.toml`` maps them), so an
+installed package and a checkout find the same files.
+"""
 
 import os
+from importlib import resources
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ("zoo", "benchmarks", "experiments")
 
 
 def demoe_home() -> Path:
@@ -17,5 +23,9 @@ def data_root(override: Path | str | None = None) -> Path:
 
 
 def shipped_dir(name: str) -> Path:
-    """A manifest folder of the repository (``zoo``, ``benchmarks``, ``experiments``)."""
-    return PROJECT_ROOT / name
+    """A shipped manifest folder (``zoo``, ``benchmarks``, ``experiments``): the installed package's copy,
+    else the checkout's top-level folder. Either may be missing (a broken install); callers say so."""
+    if name not in SHIPPED:
+        raise ValueError(f"{name!r} is not a shipped folder ({', '.join(SHIPPED)})")
+    installed = Path(str(resources.files("demoe") / "_shipped" / name))
+    return installed if installed.is_dir() else PROJECT_ROOT / name

@@ -442,8 +442,24 @@ class Tracker:
         self._call(lambda: _mlflow().end_run(status=status))
 
 
+def weights_licence(start: zoo.ZooEntry | None, pretrained_from: Path | None) -> str:
+    """What the licence of trained weights follows from: the weights they started from, if any."""
+    if pretrained_from is None:
+        return "the trainer's own: trained from scratch with demoe-eval (mind the training data's licence)"
+    if start is not None and start.licence:
+        return f"derived from {start.name}'s weights: {start.licence}"
+    return f"derived from {pretrained_from.name}: the licence of those weights"
+
+
 def register_zoo_entry(
-    zoo_dir: Path, name: str, arch: str, kwargs: dict, best: Path, description: str, info: dict
+    zoo_dir: Path,
+    name: str,
+    arch: str,
+    kwargs: dict,
+    best: Path,
+    description: str,
+    info: dict,
+    licence: str | None = None,
 ) -> Path:
     """Write the best checkpoint as ``weights/NAME.safetensors`` and its zoo entry ``NAME.yaml`` into ``zoo_dir``."""
     zoo_dir = Path(zoo_dir)
@@ -460,6 +476,7 @@ def register_zoo_entry(
             "sha256": sha256_file(weights),
             "size": weights.stat().st_size,
         },
+        **({"licence": licence} if licence else {}),
         "info": info,
     }
     return atomic_write_text(
@@ -878,7 +895,11 @@ def _finetune(cfg: dict, opts: RunOptions) -> dict:
             }
         zoo_dir = Path(opts.zoo_dir or demoe_home() / "zoo")
         description = cfg["description"] or f"{arch} trained with demoe-eval finetune ({cfg['name']})."
-        entry = register_zoo_entry(zoo_dir, cfg["name"], arch, kwargs, best, description, info)
+        start = (
+            zoo.get_entry(cfg["model"], zoo.load_zoo(zoo.zoo_dirs(opts.zoo_dirs))) if cfg["model"] else None
+        )
+        licence = weights_licence(start, start_weights)
+        entry = register_zoo_entry(zoo_dir, cfg["name"], arch, kwargs, best, description, info, licence)
         result |= {"best": str(best), "zoo_entry": str(entry)}
         print(f"finished: best {best} registered as zoo model {cfg['name']!r} in {entry}", flush=True)
         tracker.artifact(best, "best")

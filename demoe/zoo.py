@@ -43,6 +43,7 @@ class ZooEntry:
     kwargs: dict
     description: str = ""
     checkpoint: CheckpointSource | None = None
+    licence: str | None = None  # of the weights (the code's own licence is the LICENSE file)
     paper: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     # params and flops_256, count_flops' figures, shipped so that zoo list need not count them
@@ -60,15 +61,22 @@ class ZooEntry:
 
 
 def zoo_dirs(extra: list[Path] | tuple = ()) -> list[Path]:
-    return [shipped_dir("zoo"), demoe_home() / "zoo", *map(Path, extra)]
+    shipped = shipped_dir("zoo")
+    if not shipped.is_dir():
+        raise ZooError(
+            f"the shipped zoo folder {shipped} is missing: this demoe-eval installation is incomplete; "
+            "reinstall it (pip install --force-reinstall demoe-eval)"
+        )
+    return [shipped, demoe_home() / "zoo", *map(Path, extra)]
 
 
 def _entry_from_dict(data: dict, source: Path) -> ZooEntry:
-    unknown = set(data) - {"name", "arch", "kwargs", "description", "checkpoint", "paper", "info", "stats"}
+    known = ("name", "arch", "kwargs", "description", "checkpoint", "licence", "paper", "info", "stats")
+    unknown = set(data) - set(known)
     if unknown or "name" not in data or "arch" not in data:
         raise ZooError(
-            f"{source}: a zoo entry needs name and arch, and only knows name, arch, kwargs, "
-            f"description, checkpoint, paper, info, stats (found {sorted(data)})"
+            f"{source}: a zoo entry needs name and arch, and only knows {', '.join(known)} "
+            f"(found {sorted(data)})"
         )
     if data["arch"] not in ARCHITECTURES:
         raise ZooError(
@@ -82,6 +90,7 @@ def _entry_from_dict(data: dict, source: Path) -> ZooEntry:
         kwargs=dict(data.get("kwargs") or {}),
         description=str(data.get("description", "")).strip(),
         checkpoint=CheckpointSource(**ckpt) if ckpt else None,
+        licence=str(data["licence"]).strip() if data.get("licence") else None,
         paper=dict(data.get("paper") or {}),
         info=dict(data.get("info") or {}),
         stats=dict(data.get("stats") or {}),

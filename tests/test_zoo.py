@@ -187,3 +187,22 @@ def test_shipped_stats_are_what_the_flop_counter_counts(name):
     model = zoo.build_model(entry).eval()
     assert entry.stats["params"] == sum(p.numel() for p in model.parameters())
     assert entry.stats["flops_256"] == zoo.count_flops(model, 256)
+
+
+def test_every_shipped_entry_with_weights_names_their_licence():
+    entries = zoo.load_zoo([zoo.shipped_dir("zoo")])
+    with_weights = [e for e in entries.values() if e.checkpoint is not None]
+    assert with_weights and all(e.licence for e in with_weights)
+    assert "CC BY-NC-SA 4.0" in entries["DeMoE"].licence and "non-commercial" in entries["DeMoE"].licence
+
+
+def test_zoo_show_prints_the_licence_of_the_weights():
+    done = run_cli("zoo", "show", "DeMoE-k2")
+    assert done.returncode == 0, done.stderr
+    assert yaml.safe_load(done.stdout)["licence"].startswith("CC BY-NC-SA 4.0")
+
+
+def test_zoo_list_that_finds_no_zoo_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "shipped_dir", lambda name: tmp_path / "missing")
+    with pytest.raises(ZooError, match="installation is incomplete"):
+        zoo.zoo_dirs()

@@ -293,7 +293,13 @@ def load_registry(bench_dirs: Sequence[Path] = ()) -> dict[str, BenchmarkSpec]:
     """The repository's ``benchmarks/*.yaml`` plus those of ``bench_dirs``; a later folder's manifest
     replaces an earlier one of the same name."""
     specs: dict[str, BenchmarkSpec] = {}
-    for folder in [shipped_dir("benchmarks"), *map(Path, bench_dirs)]:
+    shipped = shipped_dir("benchmarks")
+    if not shipped.is_dir():
+        raise BenchmarkError(
+            f"the shipped benchmarks folder {shipped} is missing: this demoe-eval installation is "
+            "incomplete; reinstall it (pip install --force-reinstall demoe-eval)"
+        )
+    for folder in [shipped, *map(Path, bench_dirs)]:
         if not folder.is_dir():
             raise BenchmarkError(f"--bench-dir {folder}: no such folder of benchmark manifests")
         for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
