@@ -1,3 +1,4 @@
+import re
 import shutil
 
 import pytest
@@ -95,3 +96,23 @@ def test_pickles_that_need_code_are_refused(tmp_path):
     torch.save({"params": {}, "evil": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="would execute pickled code"):
         read_checkpoint(tmp_path / "evil.pt")
+
+
+@pytest.mark.parametrize(
+    "change,reported",
+    [
+        (lambda s: s.pop("intro.bias"), "1 missing (intro.bias)"),
+        (lambda s: s.__setitem__("extra.weight", torch.zeros(1)), "1 unexpected (extra.weight)"),
+        (lambda s: s.__setitem__("ending.bias", torch.zeros(4)), "ending.bias (4,) vs model (3,)"),
+    ],
+    ids=["missing", "unexpected", "wrong-shape"],
+)
+def test_each_kind_of_key_mismatch_alone_is_refused(tmp_path, fixtures_dir, change, reported):
+    state = dict(reference_state(fixtures_dir))
+    change(state)
+    torch.save({"params": state}, tmp_path / "one_problem.pt")
+    model = DeMoE(**CONFIG_A)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=re.escape(reported)):
+        load_weights(model, tmp_path / "one_problem.pt")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -212,3 +212,88 @@ def test_save_images_keeps_the_first_n_images_of_each_blur_label(tmp_path):
     assert (tmp_path / "out" / "samples" / "low_light__2__auto.png").is_file()
     assert len(list((tmp_path / "out" / "samples").glob("*__auto.png"))) == 6
     assert (tmp_path / "out" / "records.rank0.jsonl").read_text() == records
+
+
+def write_task_bench(root: Path, tasks: tuple[str, ...], count: int = 2) -> Path:
+    """A folder benchmark whose sub-folders are named after tasks, so they carry those task labels."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    for task in tasks:
+        write_pairs(root / task, count, rng)
+    return root
+
+
+def test_oracle_routing_forces_each_images_own_task(tmp_path):
+    from demoe.evaluate import evaluate
+
+    bench = write_task_bench(tmp_path / "bench", ("defocus", "synth_global_motion", "low_light"))
+    results = evaluate(tiny_eval_config(tmp_path, str(bench), routing=["oracle", "local_motion"]))
+    blocks = 3  # DeMoE-tiny: one MoE block after the middle blocks and one per decoder level
+    for mode, expert_of in (
+        ("oracle", {"defocus": 0, "synth_global_motion": 3, "low_light": 4}),
+        ("local_motion", dict.fromkeys(("defocus", "synth_global_motion", "low_light"), 2)),
+    ):
+        usage = results["results"][mode]["expert_usage"]
+        assert set(usage) == set(expert_of)
+        for label, expert in expert_of.items():
+            assert usage[label] == [[2 if e == expert else 0 for e in range(5)]] * blocks, (mode, label)
+
+
+def test_a_rerun_with_an_added_routing_mode_scores_that_mode_on_every_image(tmp_path):
+    from dataclasses import replace
+
+    from demoe.evaluate import evaluate, read_records
+
+    bench = write_task_bench(tmp_path / "bench", ("defocus", "low_light"))
+    cfg = tiny_eval_config(tmp_path, str(bench), routing=["auto"])
+    evaluate(cfg)
+    results = evaluate(replace(cfg, routing=["auto", "defocus"]))
+    assert results["results"]["defocus"]["images"] == 4
+    assert results["results"]["auto"]["images"] == 4
+    modes = sorted({r["mode"] for r in read_records(tmp_path / "out")})
+    assert modes == ["auto", "defocus", "identity"]
+
+
+def _psnr_8bit(a: Path, b: Path, border: int) -> float:
+    import math
+
+    import numpy as np
+    from PIL import Image
+
+    x, y = (np.asarray(Image.open(p), dtype=np.float64) / 255 for p in (a, b))
+    if border:
+        x, y = x[border:-border, border:-border], y[border:-border, border:-border]
+    return 10 * math.log10(1 / float(((x - y) ** 2).mean()))
+
+
+def test_identity_scores_the_blurred_input_under_the_benchmarks_crop_border(tmp_path):
+    import yaml
+
+    from demoe.evaluate import evaluate, read_records
+
+    root = write_task_bench(tmp_path / "data" / "Cropped", ("defocus",), count=3)
+    (tmp_path / "manifests").mkdir()
+    for border in (0, 5):
+        manifest = {
+            "name": f"Cropped{border}",
+            "root": "Cropped",
+            "layout": {"subsets": [{"name": "defocus", "folder": "defocus", "label": "defocus"}]},
+            "splits": {"test": {"pairs": 3}},
+            "protocol": {"color": "rgb", "crop_border": border, "quantize_8bit": True},
+        }
+        (tmp_path / "manifests" / f"c{border}.yaml").write_text(yaml.safe_dump(manifest))
+        cfg = tiny_eval_config(
+            tmp_path / f"run{border}",
+            f"Cropped{border}",
+            routing=["auto"],
+            data_root=tmp_path / "data",
+            bench_dirs=[tmp_path / "manifests"],
+        )
+        results = evaluate(cfg)
+        assert results["protocol"]["crop_border"] == border
+        identity = {r["name"]: r["psnr"] for r in read_records(cfg.out) if r["mode"] == "identity"}
+        for i in range(3):
+            pair = root / "defocus"
+            expected = _psnr_8bit(pair / "blur" / f"{i}.png", pair / "sharp" / f"{i}.png", border)
+            assert identity[f"defocus/{i}"] == pytest.approx(expected, abs=1e-4)

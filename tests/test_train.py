@@ -573,3 +573,18 @@ def test_a_run_stopped_by_an_unreadable_image_is_failed_in_mlflow_not_finished(t
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("ft").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_the_router_loss_weight_scales_the_router_cross_entropy_in_the_trained_loss(tmp_path):
+    bench = make_task_bench(tmp_path / "bench")
+    runs = {}
+    for weight in (0.0, 5.0):
+        doc = tiny_config(bench, total=1, train={"router_loss_weight": weight, "warmup_iter": 0})
+        train.finetune(
+            train.resolve_config(doc), train.RunOptions(run_dir=tmp_path / f"w{weight}", tracking=False)
+        )
+        (logged,) = log_lines(tmp_path / f"w{weight}")
+        assert logged["loss"] == pytest.approx(logged["pixel"] + weight * logged["router_ce"], rel=1e-6)
+        runs[weight] = params_of(tmp_path / f"w{weight}/models/latest.pt")
+    router = [k for k in runs[0.0] if k.startswith("mlp_branch") and k.endswith("weight")]
+    assert any(not torch.equal(runs[0.0][k], runs[5.0][k]) for k in router)

@@ -141,3 +141,16 @@ def test_synthesized_pairs_are_fresh_degraded_crops_of_the_train_photos_cycling_
 def test_synthesized_pairs_refuse_a_crop_larger_than_a_photo(train_photos):
     with pytest.raises(BenchmarkError, match="chelsea.png: smaller than a crop of 280 pixels"):
         SynthesizedPairs(train_photos, crop=280, length=4, augment=False)
+
+
+def test_task_folders_give_the_published_expert_index_of_their_task(tmp_path):
+    from demoe.data.registry import resolve
+
+    assert TASKS == ("defocus", "global_motion", "local_motion", "synth_global_motion", "low_light")
+    for task in reversed(TASKS):  # made in another order than the experts'
+        for sub in ("blur", "sharp"):
+            save(tmp_path / "bench" / task / sub / "a.png", scene(16, 16))
+    pairs = resolve(str(tmp_path / "bench")).pairs
+    dataset = PairedImageDataset(pairs)
+    labels = {dataset[i][2]: dataset[i][3] for i in range(len(dataset))}
+    assert labels == {f"{task}/a": index for index, task in enumerate(TASKS)}
