@@ -52,19 +52,19 @@ def zoo() -> None:
 )
 def zoo_list(zoo_dirs: tuple[Path, ...]) -> None:
     """Table of every model: parameters, GFLOPs at 256x256, k, checkpoint availability."""
-    from demoe import zoo as zoo_lib
+    from demoe.registry import build, zoo
 
-    dirs = zoo_lib.zoo_dirs(zoo_dirs)
-    entries = zoo_lib.load_zoo(dirs)
+    dirs = zoo.zoo_dirs(zoo_dirs)
+    entries = zoo.load_zoo(dirs)
     if not entries:
-        raise zoo_lib.ZooError(
+        raise zoo.ZooError(
             f"no zoo entries in {', '.join(str(d) for d in dirs)}; reinstall demoe-eval, or pass --zoo-dir "
             "with a folder of zoo YAML files"
         )
     rows = []
     for entry in entries.values():
-        stats = zoo_lib.model_stats(entry)
-        found = next((p for p in zoo_lib.checkpoint_candidates(entry) if p.is_file()), None)
+        stats = build.model_stats(entry)
+        found = next((p for p in zoo.checkpoint_candidates(entry) if p.is_file()), None)
         rows.append(
             {
                 "name": entry.name,
@@ -93,10 +93,10 @@ def zoo_show(name: str, zoo_dirs: tuple[Path, ...]) -> None:
     """Everything about one model."""
     import yaml
 
-    from demoe import zoo as zoo_lib
+    from demoe.registry import build, zoo
 
-    entry = zoo_lib.get_entry(name, zoo_lib.load_zoo(zoo_lib.zoo_dirs(zoo_dirs)))
-    stats = zoo_lib.model_stats(entry)
+    entry = zoo.get_entry(name, zoo.load_zoo(zoo.zoo_dirs(zoo_dirs)))
+    stats = build.model_stats(entry)
     ckpt = entry.checkpoint
     doc = {
         "name": entry.name,
@@ -116,8 +116,8 @@ def zoo_show(name: str, zoo_dirs: tuple[Path, ...]) -> None:
         if ckpt is None
         else {
             **{k: v for k, v in vars(ckpt).items() if v is not None},
-            "found_at": next((str(p) for p in zoo_lib.checkpoint_candidates(entry) if p.is_file()), None),
-            "looked_in": [str(p) for p in zoo_lib.checkpoint_candidates(entry)],
+            "found_at": next((str(p) for p in zoo.checkpoint_candidates(entry) if p.is_file()), None),
+            "looked_in": [str(p) for p in zoo.checkpoint_candidates(entry)],
         },
     }
     if entry.paper:
@@ -139,10 +139,10 @@ def zoo_show(name: str, zoo_dirs: tuple[Path, ...]) -> None:
 )
 def zoo_fetch(name: str, force: bool, zoo_dirs: tuple[Path, ...]) -> None:
     """Download a model's checkpoint into $DEMOE_HOME/checkpoints, verifying size and sha256."""
-    from demoe import zoo as zoo_lib
+    from demoe.registry import download, zoo
 
-    entry = zoo_lib.get_entry(name, zoo_lib.load_zoo(zoo_lib.zoo_dirs(zoo_dirs)))
-    path = zoo_lib.fetch(entry, progress=sys.stderr.isatty() or True, force=force)
+    entry = zoo.get_entry(name, zoo.load_zoo(zoo.zoo_dirs(zoo_dirs)))
+    path = download.fetch(entry, progress=sys.stderr.isatty() or True, force=force)
     click.echo(f"{entry.name}: {path} (sha256 verified)")
 
 
@@ -368,10 +368,10 @@ def run(
         _launch_torchrun(nproc, "run")
     from demoe import evaluate
     from demoe import tracking as tracking_lib
-    from demoe import zoo as zoo_lib
+    from demoe.registry import zoo
 
     cfg = evaluate.EvalConfig(
-        model=model or zoo_lib.DEFAULT_MODEL,
+        model=model or zoo.DEFAULT_MODEL,
         bench=bench,
         checkpoint=str(checkpoint) if checkpoint else None,
         k=k,
@@ -490,18 +490,19 @@ def _relative(path: Path, root: Path) -> str:
 @_bench_dirs
 def bench_list(data_root: Path | None, bench_dirs: tuple[Path, ...]) -> None:
     """Table of every benchmark: task, test pairs expected, pairs found locally, where they are looked for."""
-    from demoe.data import registry
+    from demoe.data import pairs
+    from demoe.registry import benchmarks
 
     rows = []
-    for spec in registry.load_registry(bench_dirs).values():
+    for spec in benchmarks.load_registry(bench_dirs).values():
         try:
-            local = registry.find_local(spec, data_root)
+            local = pairs.find_local(spec, data_root)
             found = (
                 ("generated on first use" if spec.generated else "no")
                 if local is None
                 else f"{len(local.pairs)}" + (f" (+{len(local.problems)} unpaired)" if local.problems else "")
             )
-        except registry.BenchmarkError:
+        except benchmarks.BenchmarkError:
             local, found = None, f"layout differs (bench check {spec.name})"
         expected = local.expected if local is not None else spec.splits[spec.test_split].pairs
         rows.append(
@@ -527,25 +528,26 @@ def bench_show(name: str, data_root: Path | None, bench_dirs: tuple[Path, ...]) 
 
     import yaml
 
-    from demoe.data import registry
+    from demoe.data import pairs
+    from demoe.registry import benchmarks
 
-    specs = registry.load_registry(bench_dirs)
+    specs = benchmarks.load_registry(bench_dirs)
     try:
-        spec, subset = registry.find_spec(name, specs)
-    except registry.BenchmarkError:
+        spec, subset = benchmarks.find_spec(name, specs)
+    except benchmarks.BenchmarkError:
         if not Path(name).expanduser().is_dir():
             raise
-        spec, subset = registry.folder_spec(Path(name).expanduser())[0], None
-    defaults = registry.Subset()
+        spec, subset = pairs.folder_spec(Path(name).expanduser())[0], None
+    defaults = benchmarks.Subset()
 
-    def subset_doc(s: registry.Subset) -> dict:
+    def subset_doc(s: benchmarks.Subset) -> dict:
         return {
             k: list(v) if isinstance(v, tuple) else v
             for k, v in dataclasses.asdict(s).items()
             if k in ("blurred", "sharp") or v != getattr(defaults, k)
         }
 
-    local = registry.find_local(spec, data_root) if not spec.generated else None
+    local = pairs.find_local(spec, data_root) if not spec.generated else None
     doc = {
         "name": spec.name,
         **({"subset": subset} if subset else {}),
@@ -584,10 +586,10 @@ def bench_check(
 ) -> None:
     """Count a benchmark's pairs and report missing partners, duplicates, unreadable files and size
     mismatches; print the fingerprint of its file list and sizes. Exits 1 when anything is wrong."""
-    from demoe.data import registry
+    from demoe.data import pairs
 
-    bench_ = registry.resolve(name, split=split, data_root=data_root, bench_dirs=bench_dirs)
-    report = registry.check(bench_, read_pixels=pixels)
+    bench_ = pairs.resolve(name, split=split, data_root=data_root, bench_dirs=bench_dirs)
+    report = pairs.check(bench_, read_pixels=pixels)
     expected = f" (expected {report.expected})" if report.expected is not None else ""
     click.echo(f"{report.bench} ({report.split}) at {report.root}")
     click.echo(f"pairs: {report.pairs}{expected}")

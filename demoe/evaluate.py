@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
+from demoe import net
 from demoe.errors import DemoeError
-from demoe.tasks import TASK_INDEX, TASKS
+from demoe.vocab import MODEL_MODES, TASK_INDEX, TASKS
 
-MODEL_MODES = ("auto", "oracle", *TASKS)
 RECORDS_PREFIX = "records"
 
 
@@ -399,12 +399,12 @@ def evaluate(cfg: EvalConfig) -> dict:
     """Run the evaluation of ``cfg`` and write its results folder; returns the results dict (rank 0)."""
     from tqdm import tqdm
 
-    from demoe import zoo
     from demoe.data.dataset import PairedImageDataset
     from demoe.data.images import image_size
-    from demoe.data.registry import check, good_pairs, resolve
+    from demoe.data.pairs import check, good_pairs, resolve
     from demoe.fileio import sha256_file
     from demoe.metrics import MetricSet, Protocol
+    from demoe.registry import build, zoo
     from demoe.tracking import write_results
 
     called = time.perf_counter()
@@ -424,14 +424,14 @@ def evaluate(cfg: EvalConfig) -> dict:
         raise EvaluationError(f"{bench.spec.name}: no image pairs to evaluate under {bench.root}")
     labelled = any(p.label is not None for p in pairs)
 
-    model, entry, ckpt_path = zoo.create_model(
+    model, entry, ckpt_path = build.create_model(
         cfg.model, checkpoint=cfg.checkpoint, k=cfg.k, zoo=zoo.load_zoo(zoo.zoo_dirs(cfg.zoo_dirs))
     )
     from demoe import inference
 
     inference.check_precision(cfg.precision, device)
     model = inference.prepare(model, device, cfg.compile)
-    has_router = hasattr(model, "mlp_branch")
+    has_router = net.has_router(model)
     modes = ["identity", *parse_routing(",".join(cfg.routing) if cfg.routing else None, labelled, has_router)]
     num_blocks = len(model.experts) if has_router else None
 

@@ -1,6 +1,7 @@
 """Atomic writes and file hashing: a result or checkpoint file is either complete or absent."""
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -54,3 +55,39 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
         while chunk := f.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The complete JSON lines of ``path``: a last line torn by a kill mid-write is left out, and so is
+    any line that is not a JSON object. A missing file reads as empty."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def cut_torn_tail(path: Path) -> None:
+    """Cut off a last line that a kill left without its newline, so appending starts on a fresh line."""
+    path = Path(path)
+    if path.exists():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def append_jsonl(path: Path, rows: list[dict], sync: bool = True) -> None:
+    """Append ``rows`` as JSON lines (sorted keys) and, with ``sync``, fsync them."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        f.flush()
+        if sync:
+            os.fsync(f.fileno())

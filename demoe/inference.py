@@ -29,7 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from demoe.errors import DemoeError
-from demoe.models.blocks import NAFBlock, pad_to_multiple
+from demoe.net import has_router
+from demoe.net.blocks import NAFBlock, pad_to_multiple
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 ATTENTION_MODES = ("two-pass", "one-pass")
@@ -108,10 +109,6 @@ def autocast(precision: str, device: torch.device):
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
-
-
-def has_router(model: nn.Module) -> bool:
-    return hasattr(model, "mlp_branch")
 
 
 def forward(

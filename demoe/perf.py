@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from demoe import inference, reference
+from demoe import inference
 from demoe.errors import DemoeError
 from demoe.fileio import atomic_write_text
-from demoe.models import ARCHITECTURES, DeMoE, DenseNAFNet
+from demoe.net import ARCHITECTURES, DeMoE, DenseNAFNet, reference
 
 LARGE_IMAGE = (2160, 3840)
 
@@ -69,7 +69,7 @@ def quick_config(**overrides) -> PerfConfig:
     return PerfConfig(**{**asdict(base), **overrides})
 
 
-def build(arch: str, kwargs: dict, seed: int) -> torch.nn.Module:
+def seeded_network(arch: str, kwargs: dict, seed: int) -> torch.nn.Module:
     """The network with seeded random weights, including non-zero residual scales (beta, gamma)."""
     torch.manual_seed(seed)
     model = ARCHITECTURES[arch](**kwargs)
@@ -315,11 +315,11 @@ def _measure_pipeline(cfg: PerfConfig, arch: str, kwargs: dict, state: dict, pro
     ``finish_seconds`` (tables and figures) are paid once per run, whatever its size."""
     import tempfile
 
-    from demoe.checkpoints import save_checkpoint
     from demoe.data.dataset import PairedImageDataset
-    from demoe.data.registry import resolve
+    from demoe.data.pairs import resolve
+    from demoe.registry.checkpoints import save_checkpoint
 
-    model = inference.prepare(build(arch, kwargs, cfg.seed))
+    model = inference.prepare(seeded_network(arch, kwargs, cfg.seed))
     model.load_state_dict(state)
     pairs = list(resolve("aio-synth", split="test").pairs)[: cfg.pipeline_images]
     images = [PairedImageDataset(pairs)[i][0][None] for i in range(len(pairs))]
@@ -353,7 +353,7 @@ def _measure_bf16_quality(cfg: PerfConfig, progress) -> dict | None:
     """Mean PSNR of the embedded default model on aio-synth in fp32 and in bf16 (real weights)."""
     import tempfile
 
-    from demoe import zoo
+    from demoe.registry import zoo
 
     if "bf16" not in cfg.precisions:
         return None
@@ -377,9 +377,10 @@ def _measure_training_step(cfg: PerfConfig, progress) -> dict | None:
     """Forward and backward of one finetuning step of the embedded default's architecture (L1 and the
     router's cross-entropy, each crop through its labelled expert) in each ``train.memory_format``,
     in interleaved rounds."""
-    from demoe import train, zoo
-    from demoe.losses import pixel_loss, router_ce
-    from demoe.models import TASKS
+    from demoe import train
+    from demoe.net.losses import pixel_loss, router_ce
+    from demoe.registry import zoo
+    from demoe.vocab import TASKS
 
     if not cfg.train_step:
         return None
@@ -388,7 +389,7 @@ def _measure_training_step(cfg: PerfConfig, progress) -> dict | None:
     progress(
         f"training step of {entry.name}'s architecture, {batch} crops of {crop}x{crop}, per memory format"
     )
-    model = build(entry.arch, entry.kwargs, cfg.seed)
+    model = seeded_network(entry.arch, entry.kwargs, cfg.seed)
     train.set_train_mode(model)
     generator = torch.Generator().manual_seed(cfg.seed)
     blurred, sharp = (torch.rand(batch, 3, crop, crop, generator=generator) for _ in range(2))
@@ -419,7 +420,7 @@ def _measure_training_step(cfg: PerfConfig, progress) -> dict | None:
 
 def run(cfg: PerfConfig, progress=print) -> dict:
     """Run the benchmark of ``cfg``; returns the results that ``format_results`` prints and ``write`` saves."""
-    from demoe import zoo
+    from demoe.registry import zoo
 
     entry = zoo.get_entry(cfg.model)
     if entry.arch != "DeMoE":
@@ -433,11 +434,11 @@ def run(cfg: PerfConfig, progress=print) -> dict:
     for precision in cfg.precisions:
         inference.check_precision(precision, torch.device("cpu"))
     torch.set_num_threads(cfg.threads)
-    state = build(entry.arch, entry.kwargs, cfg.seed).state_dict()
-    ours = inference.prepare(build(entry.arch, entry.kwargs, cfg.seed))
+    state = seeded_network(entry.arch, entry.kwargs, cfg.seed).state_dict()
+    ours = inference.prepare(seeded_network(entry.arch, entry.kwargs, cfg.seed))
     compiled = None
     if inference.use_compile(cfg.compile, torch.device("cpu")):
-        compiled = inference.prepare(build(entry.arch, entry.kwargs, cfg.seed), compile_mode="on")
+        compiled = inference.prepare(seeded_network(entry.arch, entry.kwargs, cfg.seed), compile_mode="on")
     progress(f"reference helper process starting ({cfg.threads} threads)")
     helper, conn = _in_helper(_reference_worker, entry.arch, entry.kwargs, state, cfg.threads)
     try:

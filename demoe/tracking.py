@@ -64,7 +64,7 @@ def per_image_table(records: list[dict]):
     """One row per (routing mode, image): metrics, seconds, and the router's view of the image."""
     import pandas as pd
 
-    from demoe.tasks import TASKS
+    from demoe.vocab import TASKS
 
     rows = []
     for r in records:

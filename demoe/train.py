@@ -26,15 +26,16 @@ import torch
 import torch.nn as nn
 import yaml
 
-from demoe import zoo
-from demoe.checkpoints import extract_state_dict, load_weights, read_checkpoint, save_checkpoint
 from demoe.config import ConfigError, apply_overrides, dump_config
 from demoe.errors import DemoeError
 from demoe.evaluate import collate_pairs, init_distributed, resolve_device, validate
 from demoe.fileio import atomic_write, atomic_write_text, sha256_file
-from demoe.losses import PIXEL_LOSSES, fft_loss, pixel_loss, router_ce
-from demoe.models import ARCHITECTURES, TASK_INDEX, TASKS
+from demoe.net import ARCHITECTURES, has_router
+from demoe.net.losses import PIXEL_LOSSES, fft_loss, pixel_loss, router_ce
 from demoe.paths import demoe_home
+from demoe.registry import zoo
+from demoe.registry.checkpoints import extract_state_dict, load_weights, read_checkpoint, save_checkpoint
+from demoe.vocab import MODEL_MODES, TASK_INDEX, TASKS
 
 STATE_FILE = "training_state.pt"
 
@@ -170,7 +171,7 @@ def resolve_config(
         raise ConfigError(f"{source}: train.amp must be auto, bf16, fp16 or none")
     if t["memory_format"] not in MEMORY_FORMATS:
         raise ConfigError(f"{source}: train.memory_format must be one of {', '.join(MEMORY_FORMATS)}")
-    if t["routing"] not in ("auto", "oracle", *TASKS):
+    if t["routing"] not in MODEL_MODES:
         raise ConfigError(f"{source}: train.routing must be auto, oracle or a task: {', '.join(TASKS)}")
     for part in ("train", "val"):
         if cfg["datasets"][part]["task"] not in (None, *TASKS):
@@ -234,8 +235,7 @@ def build_start_model(cfg: dict, zoo_dirs: list[Path]) -> tuple[nn.Module, str, 
 
 def apply_freeze(model: nn.Module, freeze: dict) -> list[str]:
     """Turn off gradients of the frozen parts; returns their names for the log."""
-    has_router = hasattr(model, "mlp_branch")
-    if not has_router and (freeze["router"] or freeze["all_but_experts"]):
+    if not has_router(model) and (freeze["router"] or freeze["all_but_experts"]):
         raise TrainError("train.freeze: this model has no router or experts; only freeze.encoder applies")
     frozen = []
     if freeze["all_but_experts"]:
@@ -257,7 +257,7 @@ def apply_freeze(model: nn.Module, freeze: dict) -> list[str]:
 def leaves_experts_unused(model: nn.Module, routing: str) -> bool:
     """Whether a training step can leave parameters without gradient (DDP then has to look for them):
     top-k routing with k below the number of experts, or a forced expert."""
-    if not hasattr(model, "mlp_branch"):
+    if not has_router(model):
         return False
     return routing != "auto" or model.k_used < model.num_experts
 
@@ -295,7 +295,7 @@ class EpochSampler(torch.utils.data.DistributedSampler):
 
 
 def load_pairs(part: dict, data_root: Path | None, bench_dirs: list[Path]) -> tuple[list, object]:
-    from demoe.data.registry import resolve
+    from demoe.data.pairs import resolve
 
     bench = resolve(str(part["bench"]), split=part["split"], data_root=data_root, bench_dirs=bench_dirs)
     pairs = list(bench.pairs)[: part["limit"]] if part["limit"] else list(bench.pairs)
@@ -553,8 +553,8 @@ def _finetune(cfg: dict, opts: RunOptions) -> dict:
     torch.manual_seed(seed)
     model, arch, kwargs, start_weights = build_start_model(cfg, opts.zoo_dirs)
     frozen = apply_freeze(model, t["freeze"])
-    has_router = hasattr(model, "mlp_branch")
-    if not has_router and t["routing"] != "auto":
+    routed = has_router(model)
+    if not routed and t["routing"] != "auto":
         raise TrainError(f"train.routing {t['routing']}: this model has no router or experts; use auto")
     if state is not None:
         model.load_state_dict(state["params"])
@@ -800,7 +800,7 @@ def _finetune(cfg: dict, opts: RunOptions) -> dict:
             restored = out["output"].float()
             pix = pixel_loss(restored, sharp, t["pixel_loss"])
             freq = fft_loss(restored, sharp) if t["fft_loss_weight"] else torch.zeros((), device=device)
-            ce = router_ce(out["router_logits"], labels) if has_router else torch.zeros((), device=device)
+            ce = router_ce(out["router_logits"], labels) if routed else torch.zeros((), device=device)
             loss = pix + float(t["fft_loss_weight"]) * freq + float(t["router_loss_weight"]) * ce
             if not loss.requires_grad:
                 # no sample of this batch went through a trained part (only named experts train and

@@ -7,11 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from demoe import inference, reference, zoo
-from demoe.checkpoints import load_weights
-from demoe.models import TASKS, DeMoE, DenseNAFNet
-from demoe.models.blocks import NAFBlock
-from demoe.perf import build
+from demoe import inference
+from demoe.net import DeMoE, DenseNAFNet, reference
+from demoe.net.blocks import NAFBlock
+from demoe.perf import seeded_network
+from demoe.registry import zoo
+from demoe.registry.checkpoints import load_weights
+from demoe.vocab import TASKS
 
 SMALL = zoo.get_entry("DeMoE-small").kwargs
 
@@ -33,7 +35,7 @@ def tiny_a(fixtures_dir) -> DeMoE:
 
 def attentive_model(seed: int = 0) -> DeMoE:
     """A random DeMoE-small whose channel attention matters: large attention weights and branch scales."""
-    model = build("DeMoE", SMALL, seed)
+    model = seeded_network("DeMoE", SMALL, seed)
     with torch.no_grad():
         for block in model.modules():
             if isinstance(block, NAFBlock):
@@ -64,7 +66,7 @@ def test_reference_is_the_published_computation(fixtures_dir):
 @pytest.mark.parametrize("k", [1, 2, 3])
 @pytest.mark.parametrize("precision_task", ["auto", "defocus", "per-sample"])
 def test_fast_path_matches_the_reference_within_1e_5(k, precision_task):
-    model = build("DeMoE", {**SMALL, "k_used": k}, seed=1)
+    model = seeded_network("DeMoE", {**SMALL, "k_used": k}, seed=1)
     ours = inference.prepare(copy.deepcopy(model))
     x = torch.rand(3, 3, 40, 56) * torch.tensor([0.2, 0.6, 1.0]).view(3, 1, 1, 1)
     task = torch.tensor([0, 4, 2]) if precision_task == "per-sample" else precision_task
@@ -78,7 +80,7 @@ def test_fast_path_matches_the_reference_within_1e_5(k, precision_task):
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_finetuning_gets_the_gradients_of_the_published_computation(channels_last):
-    model = build("DeMoE", {**SMALL, "k_used": 2}, seed=0).train()
+    model = seeded_network("DeMoE", {**SMALL, "k_used": 2}, seed=0).train()
     ours = copy.deepcopy(model)
     x = torch.rand(3, 3, 48, 48)
     if channels_last:
@@ -105,7 +107,7 @@ def test_samples_that_chose_the_same_expert_run_through_it_as_one_batch(fixtures
 
 
 def test_bf16_stays_close_to_fp32_and_returns_float32():
-    model = inference.prepare(build("DeMoE", SMALL, seed=2))
+    model = inference.prepare(seeded_network("DeMoE", SMALL, seed=2))
     x = torch.rand(1, 3, 64, 64)
     fp32 = inference.restore(model, x)
     bf16 = inference.restore(model, x, precision="bf16")
@@ -115,7 +117,7 @@ def test_bf16_stays_close_to_fp32_and_returns_float32():
 
 
 def test_precision_and_tile_mistakes_are_one_line_errors():
-    model = inference.prepare(build("DeMoE", SMALL, seed=0))
+    model = inference.prepare(seeded_network("DeMoE", SMALL, seed=0))
     with pytest.raises(inference.InferenceError, match="needs a CUDA device"):
         inference.restore(model, torch.rand(1, 3, 32, 32), precision="fp16")
     with pytest.raises(inference.InferenceError, match="--precision fp64"):

@@ -7,9 +7,10 @@ import sys
 import pytest
 import torch
 
-from demoe import inference, zoo
-from demoe.perf import build, dense_of_path
-from demoe.tasks import TASKS
+from demoe import inference
+from demoe.perf import dense_of_path, seeded_network
+from demoe.registry import zoo
+from demoe.vocab import TASKS
 
 SMALL = zoo.get_entry("DeMoE-small").kwargs
 
@@ -26,7 +27,7 @@ def perf_cli(*args: str, cwd) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("expert", [0, 3])
 def test_dense_network_of_a_path_computes_what_demoe_computes_at_k1(expert):
-    model = inference.prepare(build("DeMoE", SMALL, seed=0))
+    model = inference.prepare(seeded_network("DeMoE", SMALL, seed=0))
     dense = inference.prepare(dense_of_path(model, expert))
     x = torch.rand(2, 3, 48, 64)
     moe = inference.forward(model, x, task=TASKS[expert])["output"]

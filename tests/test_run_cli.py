@@ -164,7 +164,7 @@ def test_killed_run_resumes_without_losing_or_repeating_images(tmp_path):
 @pytest.mark.slow
 def test_default_run_beats_the_blurred_input_on_every_task_as_its_zoo_entry_says(tmp_path):
     """`demoe-eval run` as on a fresh machine: the shipped model on aio-synth's test split."""
-    from demoe import zoo
+    from demoe.registry import zoo
 
     result = cli(
         "run", "--metrics", "psnr", "--routing", "auto", "--no-tracking", "--out", "out", cwd=tmp_path

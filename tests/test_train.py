@@ -14,11 +14,12 @@ import torch
 import yaml
 from PIL import Image, ImageFilter
 
-from demoe import train, zoo
-from demoe.checkpoints import read_checkpoint
+from demoe import train
 from demoe.config import ConfigError
 from demoe.fileio import sha256_file
-from demoe.losses import charbonnier_loss, fft_loss, pixel_loss, router_ce
+from demoe.net.losses import charbonnier_loss, fft_loss, pixel_loss, router_ce
+from demoe.registry import build, zoo
+from demoe.registry.checkpoints import read_checkpoint
 
 TASK_PAIR = ("defocus", "low_light")
 
@@ -135,7 +136,7 @@ def test_losses():
 
 
 def test_freeze_all_but_one_expert_trains_only_that_expert_and_fixes_the_router():
-    model = zoo.build_model(zoo.get_entry("DeMoE-tiny"))
+    model = build.build_model(zoo.get_entry("DeMoE-tiny"))
     train.apply_freeze(model, {"encoder": False, "router": False, "all_but_experts": ["low_light"]})
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trained and all(n.startswith("experts.") and n.split(".")[3] == "4" for n in trained)
@@ -145,7 +146,7 @@ def test_freeze_all_but_one_expert_trains_only_that_expert_and_fixes_the_router(
 
 
 def test_freeze_encoder_keeps_router_and_decoder_trainable():
-    model = zoo.build_model(zoo.get_entry("DeMoE-tiny"))
+    model = build.build_model(zoo.get_entry("DeMoE-tiny"))
     assert train.apply_freeze(model, {"encoder": True, "router": False, "all_but_experts": None}) == [
         "encoder"
     ]
@@ -190,7 +191,7 @@ def test_stopped_and_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(tmp_
 
 def test_channels_last_training_computes_the_gradients_of_contiguous_training():
     torch.manual_seed(0)
-    model = zoo.build_model(zoo.get_entry("DeMoE-tiny"))
+    model = build.build_model(zoo.get_entry("DeMoE-tiny"))
     train.set_train_mode(model)
     blurred, sharp = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
     labels = torch.tensor([0, 4, 1, 4])
@@ -255,7 +256,7 @@ def test_finished_run_becomes_a_zoo_entry_that_loads(tmp_path):
         entry["checkpoint"]["sha256"] == sha256_file(weights)
         and entry["checkpoint"]["size"] == weights.stat().st_size
     )
-    model, loaded, path = zoo.create_model("tiny-ft", zoo=zoo.load_zoo(zoo.zoo_dirs([tmp_path / "zoo"])))
+    model, loaded, path = build.create_model("tiny-ft", zoo=zoo.load_zoo(zoo.zoo_dirs([tmp_path / "zoo"])))
     assert path == weights.resolve() and loaded.kwargs["width"] == 8
     assert_bitwise_equal(model.state_dict(), params_of(tmp_path / "run/models/best.pt"))
     latest = read_checkpoint(tmp_path / "run/models/latest.pt")
@@ -357,7 +358,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
 
 def read_checkpoint_start(doc: dict) -> dict:
     torch.manual_seed(doc.get("manual_seed", 0))
-    return zoo.build_model(zoo.get_entry(doc["model"])).state_dict()
+    return build.build_model(zoo.get_entry(doc["model"])).state_dict()
 
 
 @pytest.mark.slow
@@ -491,10 +492,10 @@ def test_finetune_logs_to_mlflow_and_its_zoo_entry_runs_with_the_validation_figu
 
 def test_ddp_searches_unused_parameters_only_when_routing_can_skip_experts():
     tiny = zoo.get_entry("DeMoE-tiny")
-    assert train.leaves_experts_unused(zoo.build_model(tiny), "auto")
-    assert not train.leaves_experts_unused(zoo.build_model(tiny, k=5), "auto")
-    assert train.leaves_experts_unused(zoo.build_model(tiny, k=5), "oracle")
-    assert not train.leaves_experts_unused(zoo.build_model(zoo.get_entry("NAFNet-small")), "auto")
+    assert train.leaves_experts_unused(build.build_model(tiny), "auto")
+    assert not train.leaves_experts_unused(build.build_model(tiny, k=5), "auto")
+    assert train.leaves_experts_unused(build.build_model(tiny, k=5), "oracle")
+    assert not train.leaves_experts_unused(build.build_model(zoo.get_entry("NAFNet-small")), "auto")
 
 
 def test_mixed_precision_is_off_on_cpu_unless_asked_and_then_trains(tmp_path):
@@ -529,7 +530,7 @@ def test_shipped_default_model_matches_its_entry_and_restores():
         entry.name == "DeMoE-tiny-synth" and entry.checkpoint.path == "weights/DeMoE-tiny-synth.safetensors"
     )
     assert sha256_file(weights) == entry.checkpoint.sha256 and weights.stat().st_size == entry.checkpoint.size
-    model, _, path = zoo.create_model(zoo.DEFAULT_MODEL)
+    model, _, path = build.create_model(zoo.DEFAULT_MODEL)
     assert path == weights and sum(p.numel() for p in model.parameters()) == 1_188_265
     with torch.inference_mode():
         out = model(torch.rand(1, 3, 40, 48))

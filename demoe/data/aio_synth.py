@@ -31,7 +31,7 @@ from demoe.data.psf import write_png
 from demoe.errors import DemoeError
 from demoe.fileio import atomic_write_text, sha256_file
 from demoe.paths import demoe_home
-from demoe.tasks import TASKS
+from demoe.vocab import TASKS
 
 GENERATOR_VERSION = "1"
 NAME = "aio-synth"

@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 
 from demoe.data.images import ImageReadError, read_image
-from demoe.data.registry import BenchmarkError, Pair
-from demoe.tasks import TASK_INDEX, TASKS
+from demoe.data.pairs import Pair
+from demoe.registry.benchmarks import BenchmarkError
+from demoe.vocab import TASK_INDEX, TASKS
 
 
 def _augment(rng: np.random.Generator, *images: Tensor) -> list[Tensor]:

@@ -17,7 +17,6 @@ from PIL import Image
 
 from demoe.errors import DemoeError
 
-IMAGE_PATTERNS: tuple[str, ...] = ("*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.bmp", "*.webp")
 EXIF_ORIENTATION = 0x0112
 PNG_IEND = b"IEND"
 JPEG_EOI = b"\xff\xd9"

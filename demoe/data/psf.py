@@ -14,9 +14,10 @@ import yaml
 from PIL import Image
 from scipy.signal import fftconvolve
 
-from demoe.data.images import IMAGE_PATTERNS, read_image
+from demoe.data.images import read_image
 from demoe.errors import DemoeError
 from demoe.fileio import atomic_write_text, sha256_file
+from demoe.registry.benchmarks import IMAGE_PATTERNS
 
 IMAGE_SUFFIXES = frozenset(p.removeprefix("*") for p in IMAGE_PATTERNS)
 

@@ -13,8 +13,9 @@ from demoe.fileio import atomic_write_text
 from demoe.report import figures, tables
 from demoe.report.collect import Collection, EvalRun, ReportError, Selection, add_costs, collect
 from demoe.report.document import Figure, Row, Section, render_markdown
-from demoe.report.figures import SHORT
 from demoe.report.tables import Table
+from demoe.vocab import TASK_SHORT as SHORT
+from demoe.vocab import task_order
 
 FORMATS = ("md", "html", "tex", "csv")
 MARKER = ".demoe-report"
@@ -348,7 +349,7 @@ def _grid_names(run: EvalRun) -> list[str]:
         label = labels.get(name) or "unlabelled"
         if len(chosen.setdefault(label, [])) < GRID_IMAGES_PER_TASK:
             chosen[label].append(name)
-    return [n for label in figures.task_order(chosen) for n in chosen[label]]
+    return [n for label in task_order(chosen) for n in chosen[label]]
 
 
 def _row_title(run: EvalRun, name: str) -> str:

@@ -12,11 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from demoe.errors import DemoeError
-from demoe.tasks import TASKS
+from demoe.vocab import mode_rank
 
 EVAL, SWEEP, FINETUNE = "eval", "sweep", "finetune"
 RUN_METRICS = ("routing_accuracy", "seconds_per_image", "images")
-MODE_ORDER = ("identity", "auto", "oracle", *TASKS)
 
 
 class ReportError(DemoeError):
@@ -101,10 +100,6 @@ class Selection:
     experiment_file: Path | None = None
     models: list[str] = field(default_factory=list)
     benches: list[str] = field(default_factory=list)
-
-
-def mode_rank(mode: str) -> tuple[int, str]:
-    return (MODE_ORDER.index(mode), mode) if mode in MODE_ORDER else (len(MODE_ORDER), mode)
 
 
 def collect(selection: Selection, download_dir: Path, tracking_uri: str | None = None) -> Collection:
@@ -405,7 +400,7 @@ def _finetune_run(client, run) -> FinetuneRun:
 
 def model_costs(run: EvalRun, zoo: dict) -> Costs:
     """Total and active parameters (the top-k experts of each MoE block) and GFLOPs at 256x256 of ``run``'s model."""
-    from demoe.zoo import build_model, model_stats
+    from demoe.registry.build import build_model, model_stats
 
     entry = zoo.get(run.model)
     if entry is None:
@@ -424,7 +419,7 @@ def model_costs(run: EvalRun, zoo: dict) -> Costs:
 
 def add_costs(collection: Collection, zoo_dirs: list[Path] | tuple = ()) -> dict:
     """Fill each evaluation's costs from the zoo; returns the zoo entries' published figures by row label."""
-    from demoe import zoo
+    from demoe.registry import zoo
 
     entries = zoo.load_zoo(zoo.zoo_dirs(zoo_dirs))
     for run in collection.evals:

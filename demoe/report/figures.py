@@ -3,17 +3,8 @@
 from pathlib import Path
 
 from demoe.fileio import atomic_write
-from demoe.report.collect import mode_rank
-from demoe.tasks import TASKS
-
-SHORT = {
-    "defocus": "defocus",
-    "global_motion": "global",
-    "local_motion": "local",
-    "synth_global_motion": "synth",
-    "low_light": "low-light",
-}
-
+from demoe.vocab import TASK_SHORT as SHORT
+from demoe.vocab import TASKS, mode_rank, task_order
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 MODE_COLORS = {"identity": "#9e9e9e", "auto": "#1f77b4", "oracle": "#ff7f0e"}
@@ -57,11 +48,6 @@ def save_figure(fig, path: Path) -> list[Path]:
         written.append(target)
     _pyplot().close(fig)
     return written
-
-
-def task_order(labels) -> list[str]:
-    """Task labels in the experts' order, anything else (``unlabelled``) after them."""
-    return sorted(labels, key=lambda t: (TASKS.index(t) if t in TASKS else len(TASKS), t))
 
 
 def expert_usage_figure(

@@ -10,9 +10,9 @@ import math
 from dataclasses import dataclass, field
 from functools import cache
 
-from demoe.report.collect import Collection, EvalRun, FinetuneRun, mode_rank
-from demoe.report.figures import SHORT
-from demoe.tasks import TASKS
+from demoe.report.collect import Collection, EvalRun, FinetuneRun
+from demoe.vocab import TASK_SHORT as SHORT
+from demoe.vocab import TASKS, mode_rank
 
 MISSING = "n/a"
 METRIC_ORDER = ("psnr", "ssimc", "ssim", "lpips", "lpips-vgg")

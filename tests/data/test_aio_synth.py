@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from demoe.data import aio_synth
-from demoe.data.registry import check, resolve
-from demoe.tasks import TASKS
+from demoe.data.pairs import check, resolve
+from demoe.vocab import TASKS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

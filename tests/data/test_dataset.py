@@ -10,8 +10,9 @@ from PIL import Image
 from demoe.data import aio_synth
 from demoe.data.dataset import PairedImageDataset, SynthesizedPairs
 from demoe.data.images import ImageReadError
-from demoe.data.registry import BenchmarkError, Pair
-from demoe.tasks import TASKS
+from demoe.data.pairs import Pair
+from demoe.registry.benchmarks import BenchmarkError
+from demoe.vocab import TASKS
 
 
 def scene(height: int = 40, width: int = 56, seed: int = 0) -> np.ndarray:
@@ -144,7 +145,7 @@ def test_synthesized_pairs_refuse_a_crop_larger_than_a_photo(train_photos):
 
 
 def test_task_folders_give_the_published_expert_index_of_their_task(tmp_path):
-    from demoe.data.registry import resolve
+    from demoe.data.pairs import resolve
 
     assert TASKS == ("defocus", "global_motion", "local_motion", "synth_global_motion", "low_light")
     for task in reversed(TASKS):  # made in another order than the experts'

@@ -10,7 +10,7 @@ from demoe.data import degradations as deg
 from demoe.data.aio_synth import skimage_data_dir
 from demoe.data.images import read_image
 from demoe.data.psf import srgb_to_linear, to_uint8
-from demoe.tasks import TASKS
+from demoe.vocab import TASKS
 
 CROP = slice(22, 278)
 

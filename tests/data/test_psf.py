@@ -15,6 +15,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.signal import fftconvolve
 
 from demoe.data.aio_synth import skimage_data_dir
+from demoe.data.pairs import check, resolve
 from demoe.data.psf import (
     PsfError,
     apply_psf,
@@ -24,7 +25,7 @@ from demoe.data.psf import (
     poisson_gaussian_noise,
     srgb_to_linear,
 )
-from demoe.data.registry import check, load_registry, resolve
+from demoe.registry.benchmarks import load_registry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from demoe.tasks import TASKS
+from demoe.vocab import TASKS
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 EXPERIMENT = "report-tests"

@@ -8,7 +8,7 @@ import yaml
 
 from demoe.report import tables
 from demoe.report.collect import add_costs
-from demoe.tasks import TASKS
+from demoe.vocab import TASKS
 
 
 def per_image(folder) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from demoe.models.blocks import BlockStack, NAFBlock, pad_to_multiple
+from demoe.net.blocks import BlockStack, NAFBlock, pad_to_multiple
 
 
 class DenseNAFNet(nn.Module):

@@ -4,8 +4,8 @@ import shutil
 import pytest
 import torch
 
-from demoe.checkpoints import CheckpointError, load_weights, read_checkpoint, save_checkpoint
-from demoe.models import DeMoE
+from demoe.net import DeMoE
+from demoe.registry.checkpoints import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 
 CONFIG_A = dict(
     img_channel=3, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1], num_exp=5, k_used=2

@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from demoe import zoo
-from demoe.zoo import ZooError
+from demoe.registry import build, zoo
+from demoe.registry.zoo import ZooError
 
-PROJECT_ROOT = Path(__file__).parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args: str, env=None, cwd=None) -> subprocess.CompletedProcess:
@@ -77,7 +77,7 @@ def test_unknown_name_suggests_close_names():
 
 def test_missing_checkpoint_says_where_it_looked_and_how_to_fetch(isolated_home):
     with pytest.raises(ZooError) as err:
-        zoo.create_model("DeMoE-k2")
+        build.create_model("DeMoE-k2")
     message = str(err.value)
     assert str(isolated_home / "checkpoints" / "DeMoE.pt") in message
     assert "demoe-eval zoo fetch DeMoE-k2" in message and "huggingface.co" in message
@@ -108,7 +108,7 @@ def test_fetch_downloads_verifies_and_loads(file_server, tmp_path, fixtures_dir,
     assert result.returncode == 0, result.stderr
     dest = isolated_home / "checkpoints" / "tiny_remote.pt"
     assert dest.read_bytes() == data
-    model, entry, path = zoo.create_model("Tiny-remote", zoo=zoo.load_zoo([zoo_dir]))
+    model, entry, path = build.create_model("Tiny-remote", zoo=zoo.load_zoo([zoo_dir]))
     assert path == dest and entry.k_used == 2
     assert model(torch.rand(1, 3, 16, 16))["output"].shape == (1, 3, 16, 16)
 
@@ -166,27 +166,27 @@ def test_flops_of_the_official_configuration_are_the_published_count(fixtures_di
     import json
 
     manifest = json.loads((fixtures_dir / "official_state_dict_manifest.json").read_text())
-    model = zoo.build_model(zoo.get_entry("DeMoE")).eval()
-    assert zoo.count_flops(model, 256) == manifest["flops_256_torch_flop_counter"]
+    model = build.build_model(zoo.get_entry("DeMoE")).eval()
+    assert build.count_flops(model, 256) == manifest["flops_256_torch_flop_counter"]
 
 
 @pytest.mark.parametrize("name", ["DeMoE-tiny", "NAFNet-small"])
 def test_flops_from_two_small_sides_equal_a_direct_count(name):
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = zoo.build_model(zoo.get_entry(name)).eval()
+    model = build.build_model(zoo.get_entry(name)).eval()
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(torch.rand(1, 3, 192, 192))
-    assert zoo.count_flops(model, 192) == counter.get_total_flops()
+    assert build.count_flops(model, 192) == counter.get_total_flops()
 
 
 @pytest.mark.parametrize("name", sorted(zoo.load_zoo([zoo.shipped_dir("zoo")])))
 def test_shipped_stats_are_what_the_flop_counter_counts(name):
     entry = zoo.get_entry(name)
     assert {"params", "flops_256"} <= entry.stats.keys(), f"{entry.source}: {name} ships no stats"
-    model = zoo.build_model(entry).eval()
+    model = build.build_model(entry).eval()
     assert entry.stats["params"] == sum(p.numel() for p in model.parameters())
-    assert entry.stats["flops_256"] == zoo.count_flops(model, 256)
+    assert entry.stats["flops_256"] == build.count_flops(model, 256)
 
 
 def test_every_shipped_entry_with_weights_names_their_licence():

@@ -3,7 +3,7 @@
 import torch
 import torch.nn as nn
 
-from demoe.models.blocks import NAFBlock
+from demoe.net.blocks import NAFBlock
 
 
 def topk_gate(weights: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

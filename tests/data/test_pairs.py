@@ -11,9 +11,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from demoe.data import registry
-from demoe.data.registry import BenchmarkError, check, good_pairs, load_registry, resolve
-from demoe.tasks import TASKS
+from demoe.data.pairs import check, good_pairs, resolve
+from demoe.registry import benchmarks
+from demoe.registry.benchmarks import BenchmarkError, load_registry
+from demoe.vocab import TASKS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,7 +101,7 @@ def test_aio_synth_manifest_matches_the_generated_layout(tmp_path, isolated_home
 
 
 def test_generated_benchmark_without_its_generator_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(registry.GENERATORS, "aio-synth", "demoe.data.no_such_generator")
+    monkeypatch.setitem(benchmarks.GENERATORS, "aio-synth", "demoe.data.no_such_generator")
     with pytest.raises(BenchmarkError, match="aio-synth: its generator demoe.data.no_such_generator"):
         resolve("aio-synth")
 

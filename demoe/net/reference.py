@@ -11,9 +11,9 @@ that selected it with a non-zero weight, weighted outputs summed into a zero ten
 import torch
 import torch.nn.functional as F
 
-from demoe.models import DeMoE
-from demoe.models.blocks import LayerNorm2d, NAFBlock, pad_to_multiple
-from demoe.models.moe import MoEBlock
+from demoe.net import DeMoE
+from demoe.net.blocks import LayerNorm2d, NAFBlock, pad_to_multiple
+from demoe.net.moe import MoEBlock
 
 
 def layer_norm_2d(norm: LayerNorm2d, x: torch.Tensor) -> torch.Tensor:

@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from demoe.checkpoints import load_weights
-from demoe.models import TASKS, DeMoE, DenseNAFNet
+from demoe.net import DeMoE, DenseNAFNet
+from demoe.registry.checkpoints import load_weights
+from demoe.vocab import TASKS
 
 
 def config_a(fixtures_dir) -> dict:

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from demoe.models.blocks import BlockStack, pad_to_multiple
-from demoe.models.moe import MoEBlock
-from demoe.models.router import RouterHead
-from demoe.tasks import TASKS, task_index
+from demoe.net.blocks import BlockStack, pad_to_multiple
+from demoe.net.moe import MoEBlock
+from demoe.net.router import RouterHead
+from demoe.vocab import TASKS, task_index
 
 TaskArg = str | torch.Tensor
 
