@@ -181,17 +181,17 @@ def _launch_torchrun(nproc: int, command: str) -> None:
     raise SystemExit(subprocess.call(cmd, env=env))
 
 
-def print_results(results: dict) -> None:
+def print_results(result) -> None:
     """The summary table of one evaluation: one row per routing mode."""
-    metric_names = sorted({m for r in results["results"].values() for m in r["metrics"]})
+    metric_names = result.metric_names
     rows = []
-    for mode in results["routing_modes"]:
-        summary = results["results"].get(mode)
+    for mode in result.routing_modes:
+        summary = result.summary(mode)
         if summary is None:
             continue
-        row = {"routing": mode, "images": summary["images"]}
+        row = {"routing": mode, "images": summary.images}
         for name in metric_names:
-            value = summary["metrics"].get(name)
+            value = summary.metrics.get(name)
             row[name] = (
                 "n/a"
                 if value is None
@@ -199,19 +199,17 @@ def print_results(results: dict) -> None:
                 if name.startswith(("ssim", "lpips"))
                 else f"{value:.2f}"
             )
-        accuracy = summary.get("routing_accuracy")
+        accuracy = summary.routing_accuracy
         row["routing_acc"] = "-" if accuracy is None else f"{100 * accuracy:.1f}%"
-        seconds = summary.get("seconds_per_image")
+        seconds = summary.seconds_per_image
         row["s/img"] = "-" if seconds is None else f"{seconds:.4f}"
         rows.append(row)
-    click.echo(
-        f"{results['model']} on {results['bench']} ({results['split']}, {results['bench_info']['pairs']} pairs)"
-    )
+    click.echo(f"{result.model} on {result.bench} ({result.split}, {result.bench_info.pairs} pairs)")
     _print_table(rows, ["routing", "images", *metric_names, "routing_acc", "s/img"])
-    for name, reason in results.get("metrics_unavailable", {}).items():
+    for name, reason in result.metrics_unavailable.items():
         click.echo(f"{name}: not computed: {reason}", err=True)
-    if results["bench_info"].get("protocol_note"):
-        click.echo(f"note: {results['bench_info']['protocol_note']}", err=True)
+    if result.bench_info.protocol_note:
+        click.echo(f"note: {result.bench_info.protocol_note}", err=True)
 
 
 @main.command()
@@ -366,9 +364,10 @@ def run(
 
     if nproc and nproc > 1:
         _launch_torchrun(nproc, "run")
-    from demoe import evaluate
-    from demoe import tracking as tracking_lib
+    from demoe.jobs import evaluate
+    from demoe.jobs.sweep import expand_sweep
     from demoe.registry import zoo
+    from demoe.tracking import mlflow_runs as tracking_lib
 
     cfg = evaluate.EvalConfig(
         model=model or zoo.DEFAULT_MODEL,
@@ -395,7 +394,6 @@ def run(
         weights_dir=weights_dir,
         allow_download=allow_download,
         on_bad_pair=on_bad_pair,
-        progress=sys.stderr.isatty(),
     )
     if experiment_file is None:
         configs, parent = [cfg], None
@@ -403,7 +401,7 @@ def run(
         from demoe.config import load_config
 
         doc = load_config(experiment_file)
-        configs = evaluate.expand_sweep(doc, cfg, str(experiment_file))
+        configs = expand_sweep(doc, cfg, str(experiment_file))
         is_main = int(os.environ.get("RANK", "0")) == 0
         parent = (
             tracking_lib.start_sweep(
@@ -413,11 +411,11 @@ def run(
             else None
         )
     for one in configs:
-        results = evaluate.evaluate(one)
-        if not results:
+        result = evaluate.evaluate(one, progress=sys.stderr.isatty())
+        if result is None:
             continue
-        print_results(results)
-        folder = Path(one.out or evaluate.default_out_dir(one.model, one.bench))
+        print_results(result)
+        folder = one.out_dir
         click.echo(f"results: {folder}")
         if tracking:
             run_id = tracking_lib.log_results(folder, tracking_uri, experiment, parent_run_id=parent)
@@ -430,9 +428,9 @@ def run(
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI.")
 def log_cmd(results_dir: Path, experiment: str | None, tracking_uri: str | None) -> None:
     """Log a finished evaluation's results folder to MLflow (when the server was unreachable during the run)."""
-    from demoe import tracking as tracking_lib
+    from demoe.tracking import mlflow_runs
 
-    run_id = tracking_lib.log_results(results_dir, tracking_uri, experiment)
+    run_id = mlflow_runs.log_results(results_dir, tracking_uri, experiment)
     click.echo(f"mlflow run: {run_id}")
 
 
@@ -738,10 +736,10 @@ def metrics_group() -> None:
 @click.option("--weights-dir", type=click.Path(path_type=Path), default=None, help=_WEIGHTS_DIR_HELP)
 def metrics_check(names: str, weights_dir: Path | None) -> None:
     """Table of each metric's availability and the exact weight files it needs."""
-    from demoe import metrics as metrics_lib
+    from demoe.metrics import scorers, weights
 
-    statuses = metrics_lib.availability(_csv(names) or [], weights_dir)
-    click.echo(f"weights folder (TORCH_HOME): {metrics_lib.resolve_torch_home(weights_dir)}")
+    statuses = scorers.availability(_csv(names) or [], weights_dir)
+    click.echo(f"weights folder (TORCH_HOME): {weights.resolve_torch_home(weights_dir)}")
     rows = [
         {
             "metric": s.name,
@@ -771,11 +769,11 @@ def metrics_fetch(name: str, weights_dir: Path | None, download_dir: Path | None
     pyiqa's calibration pairs."""
     import time
 
-    from demoe import metrics as metrics_lib
+    from demoe.metrics import lpips_fetch, weights
 
     t0 = time.perf_counter()
-    torch_home = metrics_lib.resolve_torch_home(weights_dir)
-    written = metrics_lib.fetch_lpips(torch_home, progress=True, download_dir=download_dir)
+    torch_home = weights.resolve_torch_home(weights_dir)
+    written = lpips_fetch.fetch_lpips(torch_home, progress=True, download_dir=download_dir)
     click.echo(
         f"lpips, lpips-vgg: verified weights in {torch_home} ({len(written)} file(s) written) "
         f"in {time.perf_counter() - t0:.1f} s"

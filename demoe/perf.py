@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from demoe import inference
 from demoe.errors import DemoeError
 from demoe.fileio import atomic_write_text
 from demoe.net import ARCHITECTURES, DeMoE, DenseNAFNet, reference
+from demoe.runner import inference
 
 LARGE_IMAGE = (2160, 3840)
 
@@ -288,7 +288,7 @@ def _measure_large_image(cfg: PerfConfig, arch: str, kwargs: dict, state: dict, 
 
 
 def _evaluate_aio_synth(model: str, checkpoint: Path | None, precision: str, cfg: PerfConfig, out: Path):
-    from demoe.evaluate import EvalConfig, evaluate
+    from demoe.jobs.evaluate import EvalConfig, evaluate
 
     eval_cfg = EvalConfig(
         model=model,
@@ -300,7 +300,6 @@ def _evaluate_aio_synth(model: str, checkpoint: Path | None, precision: str, cfg
         out=out,
         precision=precision,
         seed=cfg.seed,
-        progress=False,
     )
     return evaluate(eval_cfg)
 
@@ -333,18 +332,18 @@ def _measure_pipeline(cfg: PerfConfig, arch: str, kwargs: dict, state: dict, pro
             start = time.perf_counter()
             evaluated = _evaluate_aio_synth(cfg.model, weights, precision, cfg, Path(tmp) / precision)
             total = time.perf_counter() - start
-            timing = evaluated["timing"]
+            timing = evaluated.timing
             results[precision] = {
                 "images": len(pairs),
-                "modes": evaluated["routing_modes"],
+                "modes": evaluated.routing_modes,
                 "pure_forward_seconds": pure,
-                "evaluator_forward_seconds": timing["forward_seconds"],
-                "loop_seconds": timing["wall_seconds"],
-                "setup_seconds": timing["setup_seconds"],
-                "finish_seconds": total - timing["setup_seconds"] - timing["wall_seconds"],
-                "loop_over_forward": timing["wall_seconds"] / pure,
-                "loop_over_own_forward": timing["wall_seconds"] / timing["forward_seconds"],
-                "images_per_second": len(pairs) / timing["wall_seconds"],
+                "evaluator_forward_seconds": timing.forward_seconds,
+                "loop_seconds": timing.wall_seconds,
+                "setup_seconds": timing.setup_seconds,
+                "finish_seconds": total - timing.setup_seconds - timing.wall_seconds,
+                "loop_over_forward": timing.wall_seconds / pure,
+                "loop_over_own_forward": timing.wall_seconds / timing.forward_seconds,
+                "images_per_second": len(pairs) / timing.wall_seconds,
             }
     return results
 
@@ -362,8 +361,8 @@ def _measure_bf16_quality(cfg: PerfConfig, progress) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         for precision in ("fp32", "bf16"):
             evaluated = _evaluate_aio_synth(zoo.DEFAULT_MODEL, None, precision, cfg, Path(tmp) / precision)
-            psnr[precision] = evaluated["results"]["auto"]["metrics"]["psnr"]
-            images = evaluated["results"]["auto"]["images"]
+            psnr[precision] = evaluated.results["auto"].metrics["psnr"]
+            images = evaluated.results["auto"].images
     return {
         "model": zoo.DEFAULT_MODEL,
         "images": images,

@@ -15,7 +15,6 @@ import itertools
 import json
 import math
 import random
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -28,13 +27,15 @@ import yaml
 
 from demoe.config import ConfigError, apply_overrides, dump_config
 from demoe.errors import DemoeError
-from demoe.evaluate import collate_pairs, init_distributed, resolve_device, validate
 from demoe.fileio import atomic_write, atomic_write_text, sha256_file
 from demoe.net import ARCHITECTURES, has_router
 from demoe.net.losses import PIXEL_LOSSES, fft_loss, pixel_loss, router_ce
 from demoe.paths import demoe_home
 from demoe.registry import zoo
 from demoe.registry.checkpoints import extract_state_dict, load_weights, read_checkpoint, save_checkpoint
+from demoe.runner.scoring import collate_pairs, validate
+from demoe.runtime import init_distributed, resolve_device
+from demoe.tracking.mlflow_runs import FinetuneTracker, end_active_run
 from demoe.vocab import MODEL_MODES, TASK_INDEX, TASKS
 
 STATE_FILE = "training_state.pt"
@@ -367,81 +368,6 @@ def _append_jsonl(path: Path, record: dict) -> None:
 # ----------------------------------------------------------------------------- MLflow and the zoo
 
 
-def _mlflow():
-    import mlflow
-
-    return mlflow
-
-
-class Tracker:
-    """MLflow logging of a finetuning run (rank 0 only). A failure to log warns once and training goes on."""
-
-    def __init__(self, enabled: bool, tracking_uri: str | None, experiment: str | None):
-        self.enabled, self.uri, self.experiment, self.run_id = enabled, tracking_uri, experiment, None
-
-    def _call(self, fn):
-        if not self.enabled:
-            return None
-        try:
-            return fn()
-        except Exception as e:
-            print(
-                f"warning: MLflow logging stopped ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-                flush=True,
-            )
-            self.enabled = False
-            return None
-
-    def start(self, run_id: str | None, name: str, tags: dict, cfg: dict) -> str | None:
-        def go():
-            import mlflow
-
-            from demoe.tracking import flat_params, set_tracking
-
-            set_tracking(self.uri, self.experiment)
-            if run_id:
-                mlflow.start_run(run_id=run_id)
-            else:
-                mlflow.start_run(run_name=name, tags=tags)
-                mlflow.log_params(flat_params({"config": cfg}))
-                mlflow.log_text(dump_config(cfg), "config.yaml")
-            return mlflow.active_run().info.run_id
-
-        self.run_id = self._call(go)
-        return self.run_id
-
-    def metrics(self, values: dict, step: int) -> None:
-        self._call(lambda: _mlflow().log_metrics(values, step=step))
-
-    def artifact(self, path: Path, folder: str | None = None) -> None:
-        self._call(lambda: _mlflow().log_artifact(str(path), folder))
-
-    def json(self, data: dict, name: str) -> None:
-        self._call(lambda: _mlflow().log_dict(data, name))
-
-    def register(self, name: str, alias: str | None, artifact_folder: str) -> str | None:
-        def go():
-            import mlflow
-            from mlflow.exceptions import MlflowException
-
-            client = mlflow.MlflowClient()
-            try:
-                client.create_registered_model(name)
-            except MlflowException:
-                pass
-            version = client.create_model_version(
-                name, source=f"{mlflow.get_artifact_uri(artifact_folder)}", run_id=self.run_id
-            )
-            if alias:
-                client.set_registered_model_alias(name, alias, version.version)
-            return version.version
-
-        return self._call(go)
-
-    def end(self, status: str = "FINISHED") -> None:
-        self._call(lambda: _mlflow().end_run(status=status))
-
-
 def weights_licence(start: zoo.ZooEntry | None, pretrained_from: Path | None) -> str:
     """What the licence of trained weights follows from: the weights they started from, if any."""
     if pretrained_from is None:
@@ -507,12 +433,7 @@ def finetune(cfg: dict, opts: RunOptions) -> dict:
     try:
         return _finetune(cfg, opts)
     except BaseException as e:
-        mlflow = sys.modules.get("mlflow")
-        if mlflow is not None and mlflow.active_run() is not None:
-            try:
-                mlflow.end_run(status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-            except Exception:  # the server may be what failed; the error that stopped training matters
-                pass
+        end_active_run("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
 
 
@@ -616,7 +537,7 @@ def _finetune(cfg: dict, opts: RunOptions) -> dict:
 
     val_loader = metrics = None
     if dsets["val"]["bench"] and main_rank:
-        from demoe.metrics import MetricSet, Protocol
+        from demoe.metrics.scorers import MetricSet, Protocol
 
         val_pairs, val_bench = load_pairs(dsets["val"], opts.data_root, opts.bench_dirs)
         val_loader = torch.utils.data.DataLoader(
@@ -673,7 +594,7 @@ def _finetune(cfg: dict, opts: RunOptions) -> dict:
         torch.manual_seed(seed + dist_info.rank)
 
     # ---- the run folder and MLflow (rank 0)
-    tracker = Tracker(
+    tracker = FinetuneTracker(
         opts.tracking and main_rank, opts.tracking_uri, opts.experiment or cfg["logger"]["experiment"]
     )
     log_file, val_file = run_dir / "train_log.jsonl", run_dir / "validation.jsonl"
@@ -690,7 +611,7 @@ def _finetune(cfg: dict, opts: RunOptions) -> dict:
             "demoe.run_dir": str(run_dir.resolve()),
             "demoe.world_size": str(world),
         }
-        run_id = tracker.start(run_id, cfg["name"], tags, cfg)
+        run_id = tracker.start(run_id, cfg["name"], tags, cfg, dump_config(cfg))
         params = sum(p.numel() for p in model.parameters())
         print(
             f"{'resuming' if state else 'starting'} {cfg['name']} at step {step}/{total}: {arch} "
@@ -740,17 +661,18 @@ def _finetune(cfg: dict, opts: RunOptions) -> dict:
         if main_rank:
             modes = [*([] if identity_done else ["identity"]), *cfg["val"]["routing"]]
             summary = validate(model, val_loader, metrics, modes, device)
+            summary_json = {mode: s.to_json() for mode, s in summary.items()}
             set_train_mode(model)
             identity_done = True
             figures = {}
             for i, mode in enumerate(cfg["val"]["routing"]):
                 prefix = "val/" if i == 0 else f"val/{mode}/"
-                figures |= {f"{prefix}{m}": v for m, v in summary[mode]["metrics"].items()}
-                if summary[mode].get("routing_accuracy") is not None:
-                    figures[f"{prefix}routing_accuracy"] = summary[mode]["routing_accuracy"]
+                figures |= {f"{prefix}{m}": v for m, v in summary[mode].metrics.items()}
+                if summary[mode].routing_accuracy is not None:
+                    figures[f"{prefix}routing_accuracy"] = summary[mode].routing_accuracy
             if "identity" in summary:
-                figures |= {f"val/identity/{m}": v for m, v in summary["identity"]["metrics"].items()}
-            usage = summary[cfg["val"]["routing"][0]].get("expert_usage")
+                figures |= {f"val/identity/{m}": v for m, v in summary["identity"].metrics.items()}
+            usage = summary[cfg["val"]["routing"][0]].expert_usage
             if usage:
                 first_block = [sum(counts[0][e] for counts in usage.values()) for e in range(len(TASKS))]
                 figures |= {
@@ -763,10 +685,10 @@ def _finetune(cfg: dict, opts: RunOptions) -> dict:
                 save_weights("best")
             _append_jsonl(
                 val_file,
-                {"step": step, "epoch": step // steps_per_epoch, "figures": figures, "summary": summary},
+                {"step": step, "epoch": step // steps_per_epoch, "figures": figures, "summary": summary_json},
             )
             tracker.metrics(figures, step)
-            tracker.json(summary, f"validation/step_{step:07d}.json")
+            tracker.json(summary_json, f"validation/step_{step:07d}.json")
             shown = "  ".join(f"{k[4:]} {v:.4f}" for k, v in figures.items() if "/" not in k[4:])
             print(
                 f"validation at step {step}: {shown}"

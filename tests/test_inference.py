@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from demoe import inference
 from demoe.net import DeMoE, DenseNAFNet, reference
 from demoe.net.blocks import NAFBlock
 from demoe.perf import seeded_network
 from demoe.registry import zoo
 from demoe.registry.checkpoints import load_weights
+from demoe.runner import inference
 from demoe.vocab import TASKS
 
 SMALL = zoo.get_entry("DeMoE-small").kwargs

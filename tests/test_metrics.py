@@ -11,18 +11,9 @@ import torch
 from skimage.data import astronaut
 from skimage.metrics import peak_signal_noise_ratio
 
-from demoe.metrics import (
-    LPIPS_NETS,
-    PYIQA_CALIBRATION,
-    MetricError,
-    MetricSet,
-    Protocol,
-    SeparableFloat64Filters,
-    WeightsFetchError,
-    availability,
-    fetch_lpips,
-    lpips_files,
-)
+from demoe.metrics.lpips_fetch import PYIQA_CALIBRATION, WeightsFetchError, fetch_lpips
+from demoe.metrics.scorers import MetricError, MetricSet, Protocol, SeparableFloat64Filters, availability
+from demoe.metrics.weights import LPIPS_NETS, lpips_files
 
 PROJECT_ROOT = Path(__file__).parent.parent
 DOWNLOADS = Path.home() / ".cache" / "demoe-test-downloads"

@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-from demoe import inference
 from demoe.perf import dense_of_path, seeded_network
 from demoe.registry import zoo
+from demoe.runner import inference
 from demoe.vocab import TASKS
 
 SMALL = zoo.get_entry("DeMoE-small").kwargs

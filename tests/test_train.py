@@ -511,7 +511,8 @@ def test_mixed_precision_is_off_on_cpu_unless_asked_and_then_trains(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml")))
 def test_every_experiment_file_resolves_as_a_finetuning_or_a_sweep(path):
-    from demoe.evaluate import EvalConfig, expand_sweep
+    from demoe.jobs.evaluate import EvalConfig
+    from demoe.jobs.sweep import expand_sweep
 
     doc = yaml.safe_load(path.read_text())
     if "datasets" in doc:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from demoe.fileio import atomic_write_text
+from demoe.metrics import figures as routing_figures
 from demoe.report import figures, tables
 from demoe.report.collect import Collection, EvalRun, ReportError, Selection, add_costs, collect
 from demoe.report.document import Figure, Row, Section, render_markdown
@@ -105,7 +106,7 @@ def _clear(out: Path) -> None:
 
 def _figure(fig, out: Path, name: str, caption: str) -> Figure:
     path = Path("figures") / f"{tables.slug(name)}.png"
-    figures.save_figure(fig, out / path)
+    routing_figures.save_figure(fig, out / path)
     return Figure(path, caption)
 
 
@@ -175,10 +176,10 @@ def _routing_section(evals: list[EvalRun], keep, figure) -> Section:
         if confusion is None:
             unlabelled.extend(r.key for r in group)
             continue
-        data = run.results["results"]["auto"]["confusion"]
+        data = run.summary("auto").confusion
         drawn = figure(
-            lambda d=data, r=run: figures.confusion_figure(
-                d["rows_true_cols_predicted"], d["labels"], f"{r.label} on {r.bench}: router's choices"
+            lambda d=data, r=run: routing_figures.confusion_figure(
+                d.matrix, d.labels, f"{r.label} on {r.bench}: router's choices"
             ),
             f"confusion__{run.key}",
             f"Router confusion of {run.label} on {run.bench} (rows: true blur, columns: router's choice)."
@@ -202,13 +203,14 @@ def _usage_section(evals: list[EvalRun], figure) -> Section:
         ],
     )
     for run in evals:
-        usage = ((run.results or {}).get("results", {}).get("auto") or {}).get("expert_usage")
+        auto = run.summary("auto")
+        usage = auto.expert_usage if auto is not None else None
         if not usage:
             continue
         images = _images_per_label(run)
         section.items.append(
             figure(
-                lambda u=usage, r=run, n=images: figures.expert_usage_figure(
+                lambda u=usage, r=run, n=images: routing_figures.expert_usage_figure(
                     u, f"{r.label} on {r.bench}: experts chosen by auto routing", images=n
                 ),
                 f"expert_usage__{run.key}",

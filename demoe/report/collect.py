@@ -8,13 +8,19 @@ the latest finished run stands for it and the others are listed as left out.
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from demoe.config import load_config
 from demoe.errors import DemoeError
+from demoe.records import EvalResult, ModeSummary
+from demoe.registry.build import build_model, model_stats
+from demoe.registry.zoo import load_zoo, zoo_dirs
+from demoe.tracking.mlflow_runs import EVAL, FINETUNE, SWEEP, RunStore
+from demoe.tracking.results import RESULTS_FILE, TABLE_STEM
 from demoe.vocab import mode_rank
 
-EVAL, SWEEP, FINETUNE = "eval", "sweep", "finetune"
 RUN_METRICS = ("routing_accuracy", "seconds_per_image", "images")
 
 
@@ -53,7 +59,7 @@ class EvalRun:
     metrics_requested: list[str]
     metrics_unavailable: dict[str, str] = field(default_factory=dict)
     protocol_note: str | None = None
-    results: dict | None = None
+    results: EvalResult | None = None  # its results.json, None when not logged
     per_image: object | None = None  # pandas DataFrame of per_image.parquet, None when not logged
     samples: dict[str, dict[str, Path]] = field(default_factory=dict)  # image name -> {tag: PNG}
     costs: Costs = field(default_factory=Costs)
@@ -62,9 +68,13 @@ class EvalRun:
     def key(self) -> str:
         return f"{self.label}@{self.bench}"
 
+    def summary(self, mode: str) -> ModeSummary | None:
+        """The logged summary of routing mode ``mode`` (None without results.json or without the mode)."""
+        return self.results.summary(mode) if self.results is not None else None
+
     @property
     def has_router(self) -> bool:
-        return any("expert_usage" in r for r in (self.results or {}).get("results", {}).values())
+        return self.results is not None and any(s.expert_usage for s in self.results.results.values())
 
     @property
     def labelled(self) -> bool:
@@ -104,54 +114,43 @@ class Selection:
 
 def collect(selection: Selection, download_dir: Path, tracking_uri: str | None = None) -> Collection:
     """The finished runs ``selection`` names, with their per-image tables and samples downloaded."""
-    from mlflow.exceptions import MlflowException
-
-    from demoe.tracking import set_tracking
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    uri = set_tracking(tracking_uri, None)
+    store = RunStore(tracking_uri)
+    uri = store.uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise ReportError(
             f"no MLflow store at {uri.removeprefix('sqlite:///')}; run the report where `demoe-eval run` "
             "logged its runs, or pass --tracking-uri"
         )
-    try:
-        return _collect(selection, Path(download_dir), uri)
-    except MlflowException as e:
-        raise ReportError(
-            f"could not read runs from MLflow at {uri}: {str(e).splitlines()[0][:300]}"
-        ) from None
+    with store.errors():
+        return _collect(selection, Path(download_dir), store)
 
 
-def _collect(selection: Selection, download_dir: Path, uri: str) -> Collection:
-    import mlflow
-
-    client = mlflow.MlflowClient()
+def _collect(selection: Selection, download_dir: Path, store: RunStore) -> Collection:
     if selection.run_ids:
-        runs, source = _runs_by_id(client, selection.run_ids)
+        runs, source = _runs_by_id(store, selection.run_ids)
     else:
-        experiment = _experiment(client, selection.experiment, uri)
-        runs = mlflow.search_runs(experiment_ids=[experiment.experiment_id], output_format="list")
+        experiment = _experiment(store, selection.experiment)
+        runs = store.runs([experiment.experiment_id])
         source = f"experiment {experiment.name!r}"
         if selection.experiment_file is not None:
             runs, source = _sweep_runs(runs, selection.experiment_file, experiment.name)
     runs = [r for r in runs if r.info.status == "FINISHED"]
     parents = [r for r in runs if _tag(r, "demoe.kind") == EVAL and not _tag(r, "demoe.routing")]
-    children = _children(client, runs, parents)
+    children = _children(store, runs, parents)
     evals = [_eval_run(r, children.get(r.info.run_id, [])) for r in parents]
     evals, left_out = _latest_per_key(
         _filtered(_disambiguated(_default_k_as_default(evals)), selection, source)
     )
     for run in evals:
-        _download(client, run, download_dir / run.run_id)
+        _download(store, run, download_dir / run.run_id)
     finetunes = [
-        _finetune_run(client, r)
+        _finetune_run(store, r)
         for r in runs
         if _tag(r, "demoe.kind") == FINETUNE
         and not (selection.models and _tag(r, "demoe.model") not in selection.models)
     ]
     return Collection(
-        source=f"{source} at {uri}",
+        source=f"{source} at {store.uri}",
         evals=sorted(evals, key=lambda e: (e.label, e.bench)),
         finetunes=sorted(finetunes, key=lambda f: (f.name, f.run_id)),
         left_out=left_out,
@@ -162,50 +161,43 @@ def _tag(run, name: str) -> str | None:
     return run.data.tags.get(name) or None
 
 
-def _experiment(client, name: str | None, uri: str):
+def _experiment(store: RunStore, name: str | None):
     name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "Default"
-    experiment = client.get_experiment_by_name(name)
+    experiment = store.experiment(name)
     if experiment is None:
-        known = sorted(e.name for e in client.search_experiments())
+        known = store.experiment_names()
         raise ReportError(
-            f"--experiment {name}: no such experiment at {uri}; experiments there: {', '.join(known) or 'none'}"
+            f"--experiment {name}: no such experiment at {store.uri}; experiments there: "
+            f"{', '.join(known) or 'none'}"
         )
     return experiment
 
 
-def _runs_by_id(client, run_ids: list[str]):
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
+def _runs_by_id(store: RunStore, run_ids: list[str]):
     selected = {}
     for run_id in run_ids:
-        try:
-            run = client.get_run(run_id)
-        except MlflowException:
-            raise ReportError(f"--runs {run_id}: no such run in the tracking store") from None
+        run = store.run(run_id)
+        if run is None:
+            raise ReportError(f"--runs {run_id}: no such run in the tracking store")
         kind, routing, parent = (
             _tag(run, "demoe.kind"),
             _tag(run, "demoe.routing"),
             _tag(run, "mlflow.parentRunId"),
         )
         if kind == EVAL and routing and parent:
-            run = client.get_run(parent)
+            run = store.run(parent)
         elif kind not in (EVAL, FINETUNE, SWEEP):
             raise ReportError(f"--runs {run_id}: not a demoe-eval evaluation, sweep or finetuning run")
         selected[run.info.run_id] = run
         if kind == SWEEP:
-            for child in mlflow.search_runs(
-                experiment_ids=[run.info.experiment_id],
-                filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'",
-                output_format="list",
+            for child in store.runs(
+                [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'"
             ):
                 selected[child.info.run_id] = child
     return list(selected.values()), f"runs {', '.join(run_ids)}"
 
 
 def _sweep_runs(runs: list, experiment_file: Path, experiment: str):
-    from demoe.config import load_config
-
     doc = load_config(experiment_file)
     name = str(doc.get("name", Path(experiment_file).stem))
     sweeps = [
@@ -224,18 +216,14 @@ def _sweep_runs(runs: list, experiment_file: Path, experiment: str):
     return chosen, f"sweep {name!r} (run {sweep.info.run_id}) in experiment {experiment!r}"
 
 
-def _children(client, runs: list, parents: list) -> dict[str, list]:
+def _children(store: RunStore, runs: list, parents: list) -> dict[str, list]:
     """Routing-mode child runs per parent id, searched for in the parents' experiments when not at hand."""
-    import mlflow
-
     known = {r.info.run_id for r in runs}
     have = {_tag(r, "mlflow.parentRunId") for r in runs if _tag(r, "demoe.routing")}
     missing = [p for p in parents if p.info.run_id not in have]
     extra = []
     for experiment_id in sorted({p.info.experiment_id for p in missing}):
-        extra += mlflow.search_runs(
-            experiment_ids=[experiment_id], filter_string="tags.`demoe.kind` = 'eval'", output_format="list"
-        )
+        extra += store.runs([experiment_id], "tags.`demoe.kind` = 'eval'")
     out: dict[str, list] = {}
     for run in runs + [r for r in extra if r.info.run_id not in known]:
         parent = _tag(run, "mlflow.parentRunId")
@@ -306,8 +294,6 @@ def _eval_run(parent, children: list) -> EvalRun:
 
 def _unavailable_from_tag(text: str) -> dict[str, str]:
     """``name: reason; name: reason`` as logged; reasons may hold "; " themselves (results.json is exact)."""
-    import re
-
     starts = list(re.finditer(r"(?:^|; )([a-z0-9][a-z0-9_-]*): ", text))
     return {
         m.group(1): text[m.end() : starts[i + 1].start() if i + 1 < len(starts) else len(text)]
@@ -352,23 +338,18 @@ def _latest_per_key(evals: list[EvalRun]) -> tuple[list[EvalRun], list[str]]:
     return list(latest.values()), left_out
 
 
-def _download(client, run: EvalRun, folder: Path) -> None:
-    import mlflow
+def _download(store: RunStore, run: EvalRun, folder: Path) -> None:
     import pandas as pd
 
-    from demoe.tracking import RESULTS_FILE, TABLE_STEM
-
-    names = {a.path for a in client.list_artifacts(run.run_id)}
+    names = store.artifact_names(run.run_id)
     folder.mkdir(parents=True, exist_ok=True)
 
     def fetch(path: str) -> Path:
-        return Path(
-            mlflow.artifacts.download_artifacts(run_id=run.run_id, artifact_path=path, dst_path=str(folder))
-        )
+        return store.download(run.run_id, path, folder)
 
     if RESULTS_FILE in names:
-        run.results = json.loads(fetch(RESULTS_FILE).read_text(encoding="utf-8"))
-        run.metrics_unavailable = dict(sorted((run.results.get("metrics_unavailable") or {}).items()))
+        run.results = EvalResult.from_json(json.loads(fetch(RESULTS_FILE).read_text(encoding="utf-8")))
+        run.metrics_unavailable = dict(sorted(run.results.metrics_unavailable.items()))
         run.metrics_requested = sorted(
             {m for r in run.modes.values() for m in r.metrics} | set(run.metrics_unavailable)
         )
@@ -382,11 +363,8 @@ def _download(client, run: EvalRun, folder: Path) -> None:
                 run.samples.setdefault(stem.replace("__", "/"), {})[tag] = png
 
 
-def _finetune_run(client, run) -> FinetuneRun:
-    curves = {}
-    for key in sorted(run.data.metrics):
-        history = client.get_metric_history(run.info.run_id, key)
-        curves[key] = sorted((m.step, m.value) for m in history)
+def _finetune_run(store: RunStore, run) -> FinetuneRun:
+    curves = {key: store.history(run.info.run_id, key) for key in sorted(run.data.metrics)}
     return FinetuneRun(
         run_id=run.info.run_id,
         name=run.info.run_name or run.info.run_id,
@@ -400,8 +378,6 @@ def _finetune_run(client, run) -> FinetuneRun:
 
 def model_costs(run: EvalRun, zoo: dict) -> Costs:
     """Total and active parameters (the top-k experts of each MoE block) and GFLOPs at 256x256 of ``run``'s model."""
-    from demoe.registry.build import build_model, model_stats
-
     entry = zoo.get(run.model)
     if entry is None:
         return run.costs
@@ -417,11 +393,9 @@ def model_costs(run: EvalRun, zoo: dict) -> Costs:
     return Costs(params=stats["params"], active_params=stats["params"] - inactive, gflops=stats["gflops"])
 
 
-def add_costs(collection: Collection, zoo_dirs: list[Path] | tuple = ()) -> dict:
+def add_costs(collection: Collection, extra_zoo_dirs: list[Path] | tuple = ()) -> dict:
     """Fill each evaluation's costs from the zoo; returns the zoo entries' published figures by row label."""
-    from demoe.registry import zoo
-
-    entries = zoo.load_zoo(zoo.zoo_dirs(zoo_dirs))
+    entries = load_zoo(zoo_dirs(extra_zoo_dirs))
     for run in collection.evals:
         run.costs = model_costs(run, entries)
     return {

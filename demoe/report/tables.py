@@ -72,7 +72,7 @@ def ordered_metrics(names) -> list[str]:
 @cache
 def lower_better(metric: str) -> bool:
     """pyiqa's direction of ``metric`` (``val/psnr`` reads as ``psnr``); names pyiqa does not know rank higher-first."""
-    from demoe.metrics import MetricError, availability
+    from demoe.metrics.scorers import MetricError, availability
 
     name = metric.rpartition("/")[2]
     try:
@@ -333,7 +333,7 @@ def _main_notes(collection: Collection, benches: list[str], table: Table) -> lis
     ]
     if len(benches) > 1:
         notes.append("Average: mean over the benchmarks, n/a unless the row has every benchmark.")
-    devices = sorted({str((r.results or {}).get("timing", {}).get("device", "")) for r in evals} - {""})
+    devices = sorted({r.results.timing.device for r in evals if r.results is not None} - {""})
     notes.append(
         "Params: all parameters; GFLOPs of one 256x256 forward; s/img: measured seconds per image"
         + (f" on {', '.join(devices)}." if devices else ".")
@@ -452,11 +452,10 @@ def routing_table(evals: list[EvalRun]) -> Table:
 
 def confusion_table(run: EvalRun, shown_as: str | None = None) -> Table | None:
     """The router's confusion of ``run`` (titled ``shown_as`` where it stands for several runs)."""
-    confusion = ((run.results or {}).get("results", {}).get("auto") or {}).get("confusion")
-    if not confusion:
+    auto = run.summary("auto")
+    if auto is None or auto.confusion is None:
         return None
-    labels = confusion["labels"]
-    matrix = confusion["rows_true_cols_predicted"]
+    labels, matrix = auto.confusion.labels, auto.confusion.matrix
     columns = [Column("true", "True blur")]
     columns += [Column(f"pred_{t}", SHORT.get(t, t), "Router's choice") for t in labels]
     columns += [Column("images", "Images"), Column("accuracy_pct", "Correct (%)", fmt="{:.1f}")]
@@ -638,7 +637,8 @@ def expert_usage_table(evals: list[EvalRun]) -> Table | None:
     table = Table("expert_usage", "Expert choices per MoE block and blur type", columns, document=False)
     for run in evals:
         for mode in run.ordered_modes():
-            usage = ((run.results or {}).get("results", {}).get(mode) or {}).get("expert_usage") or {}
+            summary = run.summary(mode)
+            usage = (summary.expert_usage if summary is not None else None) or {}
             for label, blocks in sorted(usage.items()):
                 for block, counts in enumerate(blocks):
                     table.add([run.label, run.bench, mode, label, block, *counts])

@@ -67,8 +67,9 @@ class Store:
 
 @pytest.fixture(scope="session")
 def store(tmp_path_factory) -> Store:
-    from demoe import evaluate, train
-    from demoe.tracking import log_results, start_sweep
+    from demoe import train
+    from demoe.jobs import evaluate
+    from demoe.tracking.mlflow_runs import log_results, start_sweep
 
     root = tmp_path_factory.mktemp("report_runs")
     with pytest.MonkeyPatch.context() as mp:
@@ -98,7 +99,6 @@ def store(tmp_path_factory) -> Store:
                     out=out,
                     save_images=save,
                     weights_dir=weights,
-                    progress=False,
                 )
             )
             log_results(out, uri, EXPERIMENT)

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from demoe.metrics import figures as routing_figures
 from demoe.report import figures
 
 
@@ -13,11 +14,11 @@ def bar_heights(ax) -> list[float]:
 
 def test_expert_usage_is_the_share_of_images_when_images_are_given():
     usage = {"defocus": [[0, 3, 0, 0, 3], [0, 3, 0, 0, 3]], "low_light": [[0, 0, 0, 0, 2], [0, 0, 0, 0, 2]]}
-    fig = figures.expert_usage_figure(usage, "k=2", images={"defocus": 3, "low_light": 1})
+    fig = routing_figures.expert_usage_figure(usage, "k=2", images={"defocus": 3, "low_light": 1})
     assert len(fig.axes) == 2
     assert bar_heights(fig.axes[0]) == [0, 1, 0, 0, 1, 0, 0, 0, 0, 2]
     assert fig.axes[0].get_ylabel() == "share of images using the expert"
-    choices = figures.expert_usage_figure(usage, "k=2")
+    choices = routing_figures.expert_usage_figure(usage, "k=2")
     assert bar_heights(choices.axes[0]) == [0, 0.5, 0, 0, 0.5, 0, 0, 0, 0, 1]
     assert choices.axes[0].get_ylabel() == "share of expert choices"
 

@@ -1,20 +1,8 @@
-import json
 from pathlib import Path
 
 import pytest
 
-from demoe.evaluate import (
-    EvaluationError,
-    _size_batches,
-    append_records,
-    open_records,
-    parse_routing,
-    read_records,
-    summarize,
-    unique_records,
-)
-
-TINY_A = Path(__file__).parent / "fixtures" / "tiny_a.pt"
+TINY_A = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_a.pt"
 
 
 def write_pairs(folder: Path, count: int, rng, prefix: str = "") -> None:
@@ -34,7 +22,7 @@ def tiny_eval_config(tmp_path: Path, bench: str, **options):
     """DeMoE-tiny with the reference fixture's weights, PSNR only, results under ``tmp_path/out``."""
     import torch
 
-    from demoe.evaluate import EvalConfig
+    from demoe.jobs.evaluate import EvalConfig
 
     torch.set_num_threads(1)
     return EvalConfig(
@@ -43,104 +31,8 @@ def tiny_eval_config(tmp_path: Path, bench: str, **options):
         checkpoint=str(TINY_A),
         metrics=["psnr"],
         out=tmp_path / "out",
-        progress=False,
         **options,
     )
-
-
-def test_default_routing_depends_on_labels_and_router():
-    assert parse_routing(None, bench_label_available=True, has_router=True) == ["auto", "oracle"]
-    assert parse_routing(None, bench_label_available=False, has_router=True) == ["auto"]
-    assert parse_routing(None, bench_label_available=True, has_router=False) == ["auto"]
-
-
-def test_routing_all_expands_and_skips_oracle_without_labels():
-    assert parse_routing("all", True, True) == [
-        "auto",
-        "oracle",
-        "defocus",
-        "global_motion",
-        "local_motion",
-        "synth_global_motion",
-        "low_light",
-    ]
-    assert "oracle" not in parse_routing("all", False, True)
-    assert parse_routing("low_light,auto,low_light", False, True) == ["low_light", "auto"]
-
-
-@pytest.mark.parametrize(
-    "value,labelled,router,message",
-    [
-        ("blur", True, True, "unknown mode 'blur'"),
-        ("oracle", False, True, "no task labels"),
-        ("defocus", True, False, "no router"),
-    ],
-)
-def test_bad_routing_is_one_sentence(value, labelled, router, message):
-    with pytest.raises(EvaluationError, match=message):
-        parse_routing(value, labelled, router)
-
-
-def test_batches_group_equal_sizes_only():
-    sizes = [(8, 8), (8, 8), (16, 8), (8, 8), (16, 8)]
-    batches = _size_batches(sizes, 2)
-    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3, 4]
-    for batch in batches:
-        assert len({sizes[i] for i in batch}) == 1 and len(batch) <= 2
-
-
-def test_a_torn_line_from_a_kill_is_dropped_and_never_counted(tmp_path):
-    with open_records(tmp_path, 0) as f:
-        append_records(f, [{"mode": "auto", "name": "a", "psnr": 20.0}])
-    path = tmp_path / "records.rank0.jsonl"
-    path.write_text(path.read_text() + '{"mode": "auto", "na')
-    assert [r["name"] for r in read_records(tmp_path)] == ["a"]
-    with open_records(tmp_path, 0) as f:
-        append_records(f, [{"mode": "auto", "name": "b", "psnr": 22.0}])
-    lines = path.read_text().splitlines()
-    assert [json.loads(line)["name"] for line in lines] == ["a", "b"]
-
-
-def test_records_of_several_ranks_are_merged_once(tmp_path):
-    with open_records(tmp_path, 0) as f:
-        append_records(f, [{"mode": "auto", "name": "a"}, {"mode": "auto", "name": "c"}])
-    with open_records(tmp_path, 1) as f:
-        append_records(f, [{"mode": "auto", "name": "b"}, {"mode": "auto", "name": "a"}])
-    assert [r["name"] for r in unique_records(read_records(tmp_path))] == ["a", "b", "c"]
-
-
-def test_summary_means_accuracy_confusion_and_usage():
-    records = [
-        {"mode": "identity", "name": "x", "label": "defocus", "seconds": 0.0, "psnr": 20.0},
-        {"mode": "identity", "name": "y", "label": "low_light", "seconds": 0.0, "psnr": 10.0},
-        {
-            "mode": "auto",
-            "name": "x",
-            "label": "defocus",
-            "seconds": 0.5,
-            "psnr": 30.0,
-            "pred_task": "defocus",
-            "experts": [[0], [0]],
-        },
-        {
-            "mode": "auto",
-            "name": "y",
-            "label": "low_light",
-            "seconds": 0.25,
-            "psnr": 21.0,
-            "pred_task": "defocus",
-            "experts": [[0], [0]],
-        },
-    ]
-    summary = summarize(records, ["psnr", "lpips"], num_blocks=2)
-    assert summary["identity"]["metrics"] == {"psnr": 15.0}
-    assert "seconds_per_image" not in summary["identity"]
-    auto = summary["auto"]
-    assert auto["metrics"] == {"psnr": 25.5} and auto["seconds_per_image"] == 0.375
-    assert auto["routing_accuracy"] == 0.5
-    confusion = auto["confusion"]["rows_true_cols_predicted"]
-    assert confusion[0][0] == 1 and confusion[4][0] == 1 and sum(map(sum, confusion)) == 2
-    assert auto["expert_usage"]["low_light"] == [[1, 0, 0, 0, 0], [1, 0, 0, 0, 0]]
 
 
 def test_saved_samples_include_the_benchmarks_in_the_wild_photo_without_a_sharp_image(tmp_path):
@@ -148,7 +40,7 @@ def test_saved_samples_include_the_benchmarks_in_the_wild_photo_without_a_sharp_
     import yaml
     from PIL import Image
 
-    from demoe.evaluate import evaluate
+    from demoe.jobs.evaluate import evaluate
 
     rng = np.random.default_rng(0)
     root = tmp_path / "data" / "Lab"
@@ -175,7 +67,7 @@ def test_saved_samples_include_the_benchmarks_in_the_wild_photo_without_a_sharp_
         bench_dirs=[tmp_path / "manifests"],
     )
     results = evaluate(cfg)
-    assert results["timing"]["workers"] == 0, "on a CPU the images decode in the main process"
+    assert results.timing.workers == 0, "on a CPU the images decode in the main process"
     samples = sorted(p.name for p in (tmp_path / "out" / "samples").glob("*.png"))
     assert samples == [
         "img0__auto.png",
@@ -193,7 +85,7 @@ def test_save_images_keeps_the_first_n_images_of_each_blur_label(tmp_path):
 
     import numpy as np
 
-    from demoe.evaluate import evaluate
+    from demoe.jobs.evaluate import evaluate
 
     rng = np.random.default_rng(0)
     for task in ("defocus", "low_light"):
@@ -225,7 +117,7 @@ def write_task_bench(root: Path, tasks: tuple[str, ...], count: int = 2) -> Path
 
 
 def test_oracle_routing_forces_each_images_own_task(tmp_path):
-    from demoe.evaluate import evaluate
+    from demoe.jobs.evaluate import evaluate
 
     bench = write_task_bench(tmp_path / "bench", ("defocus", "synth_global_motion", "low_light"))
     results = evaluate(tiny_eval_config(tmp_path, str(bench), routing=["oracle", "local_motion"]))
@@ -234,7 +126,7 @@ def test_oracle_routing_forces_each_images_own_task(tmp_path):
         ("oracle", {"defocus": 0, "synth_global_motion": 3, "low_light": 4}),
         ("local_motion", dict.fromkeys(("defocus", "synth_global_motion", "low_light"), 2)),
     ):
-        usage = results["results"][mode]["expert_usage"]
+        usage = results.results[mode].expert_usage
         assert set(usage) == set(expert_of)
         for label, expert in expert_of.items():
             assert usage[label] == [[2 if e == expert else 0 for e in range(5)]] * blocks, (mode, label)
@@ -243,15 +135,16 @@ def test_oracle_routing_forces_each_images_own_task(tmp_path):
 def test_a_rerun_with_an_added_routing_mode_scores_that_mode_on_every_image(tmp_path):
     from dataclasses import replace
 
-    from demoe.evaluate import evaluate, read_records
+    from demoe.jobs.evaluate import evaluate
+    from demoe.tracking.results import read_records
 
     bench = write_task_bench(tmp_path / "bench", ("defocus", "low_light"))
     cfg = tiny_eval_config(tmp_path, str(bench), routing=["auto"])
     evaluate(cfg)
     results = evaluate(replace(cfg, routing=["auto", "defocus"]))
-    assert results["results"]["defocus"]["images"] == 4
-    assert results["results"]["auto"]["images"] == 4
-    modes = sorted({r["mode"] for r in read_records(tmp_path / "out")})
+    assert results.results["defocus"].images == 4
+    assert results.results["auto"].images == 4
+    modes = sorted({r.mode for r in read_records(tmp_path / "out")})
     assert modes == ["auto", "defocus", "identity"]
 
 
@@ -270,7 +163,8 @@ def _psnr_8bit(a: Path, b: Path, border: int) -> float:
 def test_identity_scores_the_blurred_input_under_the_benchmarks_crop_border(tmp_path):
     import yaml
 
-    from demoe.evaluate import evaluate, read_records
+    from demoe.jobs.evaluate import evaluate
+    from demoe.tracking.results import read_records
 
     root = write_task_bench(tmp_path / "data" / "Cropped", ("defocus",), count=3)
     (tmp_path / "manifests").mkdir()
@@ -291,8 +185,8 @@ def test_identity_scores_the_blurred_input_under_the_benchmarks_crop_border(tmp_
             bench_dirs=[tmp_path / "manifests"],
         )
         results = evaluate(cfg)
-        assert results["protocol"]["crop_border"] == border
-        identity = {r["name"]: r["psnr"] for r in read_records(cfg.out) if r["mode"] == "identity"}
+        assert results.protocol["crop_border"] == border
+        identity = {r.name: r.scores["psnr"] for r in read_records(cfg.out) if r.mode == "identity"}
         for i in range(3):
             pair = root / "defocus"
             expected = _psnr_8bit(pair / "blur" / f"{i}.png", pair / "sharp" / f"{i}.png", border)

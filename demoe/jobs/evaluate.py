@@ -1,0 +1,333 @@
+"""``demoe-eval run``'s walk through the pipeline: one model x one benchmark x routing modes -> a
+results folder and its ``EvalResult``.
+
+zoo entry -> model (registry) -> pairs on disk (data) -> metric set (metrics) -> records (runner),
+appended to the results folder batch by batch (tracking), so a killed run started again with the same
+settings skips the images already scored. Under torchrun every rank scores its own shard of the
+images and rank 0 gathers them, summarises and writes the folder. MLflow logging is the caller's.
+"""
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from demoe.data.dataset import PairedImageDataset
+from demoe.data.images import image_size, read_image
+from demoe.data.pairs import Benchmark, CheckReport, check, good_pairs, resolve
+from demoe.fileio import sha256_file
+from demoe.metrics.scorers import MetricSet, Protocol
+from demoe.metrics.summary import summarize
+from demoe.net import has_router
+from demoe.records import BenchInfo, EvalResult, ModelInfo, Timing
+from demoe.registry import build, zoo
+from demoe.runner import inference
+from demoe.runner.scoring import (
+    EvaluationError,
+    RestoreOptions,
+    collate_pairs,
+    num_moe_blocks,
+    parse_routing,
+    score_loader,
+    size_batches,
+)
+from demoe.runtime import Dist, gather, init_distributed, resolve_device
+from demoe.tracking.results import (
+    RecordsFile,
+    claim,
+    read_records,
+    sample_path,
+    save_sample,
+    unique_records,
+    write_results,
+)
+from demoe.vocab import IDENTITY, ORACLE
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    model: str
+    bench: str
+    checkpoint: str | None = None
+    k: int | None = None
+    split: str | None = None
+    routing: list[str] | None = None  # None: auto (+ oracle when the benchmark is labelled)
+    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssimc", "lpips"])
+    device: str = "auto"
+    batch_size: int = 1
+    workers: int | None = None  # None: default_workers(device)
+    limit: int | None = None
+    seed: int = 0
+    out: Path | None = None
+    save_images: int = 0
+    tile: int | None = None
+    tile_overlap: int = 32
+    precision: str = "fp32"
+    compile: str = "auto"  # torch.compile the whole-image forwards: auto (on CUDA only), on, off
+    data_root: Path | None = None
+    bench_dirs: list[Path] = field(default_factory=list)
+    zoo_dirs: list[Path] = field(default_factory=list)
+    weights_dir: Path | None = None
+    allow_download: bool = False
+    on_bad_pair: str = "fail"
+
+    def to_dict(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()} | {
+            "bench_dirs": [str(p) for p in self.bench_dirs],
+            "zoo_dirs": [str(p) for p in self.zoo_dirs],
+        }
+
+    @property
+    def restore_options(self) -> RestoreOptions:
+        return RestoreOptions(tile=self.tile, tile_overlap=self.tile_overlap, precision=self.precision)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or default_out_dir(self.model, self.bench))
+
+
+def default_workers(device: torch.device) -> int:
+    """DataLoader workers when ``--workers`` is not given: none on a CPU, where a decoding process
+    takes a core from the forward's threads and every intra-op barrier waits for the preempted one
+    (two workers made the forwards a third slower on 2 cores), two beside a GPU."""
+    return 0 if device.type == "cpu" else 2
+
+
+def default_out_dir(model: str, bench: str) -> Path:
+    return Path("results") / f"{model}@{bench.replace('/', '-')}"
+
+
+@dataclass
+class Setup:
+    """What an evaluation runs with, resolved from its config before any image is restored."""
+
+    dist_info: Dist
+    device: torch.device
+    bench: Benchmark
+    report: CheckReport
+    pairs: list
+    model: torch.nn.Module
+    entry: zoo.ZooEntry
+    checkpoint: Path | None
+    checkpoint_sha256: str | None
+    modes: list[str]
+    protocol: Protocol
+    metrics: MetricSet
+
+
+def prepare(cfg: EvalConfig) -> Setup:
+    dist_info = init_distributed(cfg.device)
+    device = resolve_device(cfg.device, dist_info)
+    torch.manual_seed(cfg.seed)
+    bench = resolve(cfg.bench, split=cfg.split, data_root=cfg.data_root, bench_dirs=cfg.bench_dirs)
+    report = check(bench)
+    pairs = good_pairs(bench, report, cfg.on_bad_pair)
+    if cfg.limit is not None:
+        pairs = pairs[: cfg.limit]
+    if not pairs:
+        raise EvaluationError(f"{bench.spec.name}: no image pairs to evaluate under {bench.root}")
+    model, entry, checkpoint = build.create_model(
+        cfg.model, checkpoint=cfg.checkpoint, k=cfg.k, zoo=zoo.load_zoo(zoo.zoo_dirs(cfg.zoo_dirs))
+    )
+    inference.check_precision(cfg.precision, device)
+    model = inference.prepare(model, device, cfg.compile)
+    labelled = any(p.label is not None for p in pairs)
+    routing = ",".join(cfg.routing) if cfg.routing else None
+    modes = [IDENTITY, *parse_routing(routing, labelled, has_router(model))]
+    protocol = Protocol(
+        **{k: v for k, v in bench.spec.protocol.items() if k in ("color", "crop_border", "quantize_8bit")}
+    )
+    metrics = MetricSet(
+        cfg.metrics,
+        device=device,
+        protocol=protocol,
+        weights_dir=cfg.weights_dir,
+        allow_download=cfg.allow_download,
+    )
+    checkpoint_sha = sha256_file(checkpoint) if checkpoint else None
+    return Setup(
+        dist_info,
+        device,
+        bench,
+        report,
+        pairs,
+        model,
+        entry,
+        checkpoint,
+        checkpoint_sha,
+        modes,
+        protocol,
+        metrics,
+    )
+
+
+def run_key(cfg: EvalConfig, setup: Setup) -> dict:
+    """The settings a results folder's records were made with: a rerun with others may not append."""
+    return {
+        "model": cfg.model,
+        "checkpoint_sha256": setup.checkpoint_sha256,
+        "k": cfg.k,
+        "bench": setup.bench.spec.name,
+        "split": setup.bench.split,
+        "bench_fingerprint": setup.report.fingerprint,
+        "metrics": setup.metrics.available,
+        "protocol": setup.protocol.to_dict(),
+        "tile": cfg.tile,
+        "tile_overlap": cfg.tile_overlap,
+        "precision": cfg.precision,
+    }
+
+
+def samples_to_save(pairs: list, modes: list[str], per_label: int, folder: Path) -> set[str]:
+    """Names of the first ``per_label`` pairs of each blur label (of all pairs where there are no labels)
+    whose samples are not all in ``folder`` yet: these are restored even where their scores exist."""
+    first: dict = {}
+    for pair in pairs:
+        if len(first.setdefault(pair.label, [])) < per_label:
+            first[pair.label].append(pair.name)
+    tags = ["blurred", *(m for m in modes if m != IDENTITY)]
+    return {
+        name
+        for names in first.values()
+        for name in names
+        if not all(sample_path(folder, name, tag).is_file() for tag in tags)
+    }
+
+
+def save_wild_sample(setup: Setup, path: Path, restore: RestoreOptions, folder: Path) -> None:
+    """Restore a benchmark's unpaired in-the-wild photo in every model mode that needs no label, and
+    save it beside the samples as ``wild/NAME`` (no sharp image), for the report to show."""
+    image = torch.from_numpy(read_image(path).transpose(2, 0, 1).copy())[None].to(setup.device)
+    with torch.inference_mode():
+        for mode in setup.modes:
+            if mode not in (IDENTITY, ORACLE):
+                out = inference.restore(
+                    setup.model,
+                    image,
+                    mode,
+                    tile=restore.tile,
+                    overlap=restore.tile_overlap,
+                    precision=restore.precision,
+                )
+                save_sample(folder, f"wild/{path.stem}", mode, image[0], out["output"][0])
+
+
+def loader_of(pairs: list, cfg: EvalConfig, device: torch.device):
+    sizes = [image_size(p.blurred) for p in pairs]
+    workers = default_workers(device) if cfg.workers is None else cfg.workers
+    loader = torch.utils.data.DataLoader(
+        PairedImageDataset(pairs),
+        batch_sampler=size_batches(sizes, cfg.batch_size),
+        num_workers=workers if pairs else 0,
+        collate_fn=collate_pairs,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    return loader, workers
+
+
+def evaluate(cfg: EvalConfig, progress: bool = False) -> EvalResult | None:
+    """Run the evaluation of ``cfg`` and write its results folder; returns its result (rank 0; None on
+    the other ranks)."""
+    called = time.perf_counter()
+    setup = prepare(cfg)
+    dist_info, modes, out = setup.dist_info, setup.modes, cfg.out_dir
+    if dist_info.is_main:
+        claim(out, run_key(cfg, setup))
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+    done = {r.key for r in read_records(out)}
+    shard = setup.pairs[dist_info.rank :: dist_info.world]
+    sample_dir = out / "samples"
+    to_save = samples_to_save(shard, modes, cfg.save_images, sample_dir) if dist_info.is_main else set()
+    todo = [p for p in shard if p.name in to_save or any((m, p.name) not in done for m in modes)]
+    loader, workers = loader_of(todo, cfg, setup.device)
+
+    started = time.perf_counter()
+    forward_seconds, psnr = 0.0, []
+    records_file = RecordsFile(out, dist_info.rank)
+    bar = tqdm(
+        total=len(todo),
+        unit="img",
+        desc=f"{cfg.model}@{setup.bench.spec.name}",
+        disable=not (progress and dist_info.is_main),
+        dynamic_ncols=True,
+    )
+    with bar:
+        for scored in score_loader(
+            setup.model, loader, modes, setup.metrics, setup.device, cfg.restore_options, done, to_save
+        ):
+            forward_seconds += sum(r.seconds for r in scored.records)
+            for i, name in enumerate(scored.batch.names):
+                if name in to_save:
+                    for mode, restored in scored.restored.items():
+                        save_sample(
+                            sample_dir,
+                            name,
+                            mode,
+                            scored.batch.blurred[i],
+                            restored[i],
+                            scored.batch.sharp[i],
+                        )
+            psnr += [r.scores["psnr"] for r in scored.records if r.mode == modes[-1] and "psnr" in r.scores]
+            records_file.append(scored.records)
+            done.update(r.key for r in scored.records)
+            bar.update(len(scored.batch.names))
+            if psnr:
+                bar.set_postfix(psnr=f"{sum(psnr) / len(psnr):.2f}")
+    wall = time.perf_counter() - started
+    extras = setup.bench.spec.extras
+    wild = setup.bench.root / extras["wild"] if "wild" in extras else None
+    if cfg.save_images and dist_info.is_main and wild is not None and wild.is_file():
+        save_wild_sample(setup, wild, cfg.restore_options, sample_dir)
+
+    gathered = [r for part in gather(read_records(out), dist_info) for r in part]
+    if not dist_info.is_main:
+        return None
+    names = {p.name for p in setup.pairs}
+    records = [r for r in unique_records(gathered) if r.mode in modes and r.name in names]
+    timing = Timing(
+        setup_seconds=started - called,
+        wall_seconds=wall,
+        forward_seconds=forward_seconds,
+        world_size=dist_info.world,
+        device=str(setup.device),
+        threads=torch.get_num_threads(),
+        workers=workers,
+    )
+    result = make_result(cfg, setup, records, timing)
+    write_results(out, result, records)
+    return result
+
+
+def make_result(cfg: EvalConfig, setup: Setup, records: list, timing: Timing) -> EvalResult:
+    bench, entry = setup.bench, setup.entry
+    return EvalResult(
+        run_name=f"{cfg.model}{f'-k{cfg.k}' if cfg.k else ''}@{bench.spec.name}",
+        model=cfg.model,
+        bench=bench.spec.name,
+        split=bench.split,
+        routing_modes=setup.modes,
+        model_info=ModelInfo(
+            arch=entry.arch,
+            kwargs={**entry.kwargs, **({"k_used": cfg.k} if cfg.k else {})},
+            checkpoint=str(setup.checkpoint) if setup.checkpoint else None,
+            checkpoint_sha256=setup.checkpoint_sha256,
+            params=sum(p.numel() for p in setup.model.parameters()),
+        ),
+        bench_info=BenchInfo(
+            root=str(bench.root),
+            pairs=len(setup.pairs),
+            fingerprint=setup.report.fingerprint,
+            task=bench.spec.task,
+            protocol_note=getattr(bench.spec, "protocol_note", None) or None,
+            skipped_bad_pairs=sorted({p.name for p in setup.report.problems}),
+        ),
+        protocol=setup.protocol.to_dict(),
+        metrics_unavailable=dict(setup.metrics.unavailable),
+        results=summarize(records, setup.metrics.available, num_moe_blocks(setup.model)),
+        timing=timing,
+        config=cfg.to_dict(),
+    )
