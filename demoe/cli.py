@@ -686,13 +686,14 @@ def finetune(
     """Finetune (or train) a model as the YAML says; the best checkpoint becomes a zoo entry."""
     if nproc and nproc > 1:
         _launch_torchrun(nproc, "finetune")
-    from demoe import train
     from demoe.config import load_config
+    from demoe.finetune.loop import finetune
+    from demoe.finetune.options import RunOptions, resolve_config
 
-    cfg = train.resolve_config(
+    cfg = resolve_config(
         load_config(config_file), overrides, model, checkpoint, device, source=str(config_file)
     )
-    opts = train.RunOptions(
+    opts = RunOptions(
         run_dir=out,
         resume=resume,
         tracking=tracking,
@@ -703,7 +704,7 @@ def finetune(
         data_root=data_root,
         bench_dirs=list(bench_dirs),
     )
-    result = train.finetune(cfg, opts)
+    result = finetune(cfg, opts)
     if result.get("zoo_entry"):
         click.echo(f"run folder: {result['run_dir']}")
         if result.get("best_psnr") is not None:

@@ -376,8 +376,8 @@ def _measure_training_step(cfg: PerfConfig, progress) -> dict | None:
     """Forward and backward of one finetuning step of the embedded default's architecture (L1 and the
     router's cross-entropy, each crop through its labelled expert) in each ``train.memory_format``,
     in interleaved rounds."""
-    from demoe import train
     from demoe.net.losses import pixel_loss, router_ce
+    from demoe.net.training import MEMORY_FORMATS, set_train_mode
     from demoe.registry import zoo
     from demoe.vocab import TASKS
 
@@ -389,13 +389,13 @@ def _measure_training_step(cfg: PerfConfig, progress) -> dict | None:
         f"training step of {entry.name}'s architecture, {batch} crops of {crop}x{crop}, per memory format"
     )
     model = seeded_network(entry.arch, entry.kwargs, cfg.seed)
-    train.set_train_mode(model)
+    set_train_mode(model)
     generator = torch.Generator().manual_seed(cfg.seed)
     blurred, sharp = (torch.rand(batch, 3, crop, crop, generator=generator) for _ in range(2))
     labels = torch.arange(batch) % len(TASKS)
-    times: dict[str, list[float]] = {name: [] for name in train.MEMORY_FORMATS}
+    times: dict[str, list[float]] = {name: [] for name in MEMORY_FORMATS}
     for round_index in range(cfg.warmup + cfg.repeats):
-        for name, memory_format in train.MEMORY_FORMATS.items():
+        for name, memory_format in MEMORY_FORMATS.items():
             model.to(memory_format=memory_format)
             x, y = (
                 blurred.contiguous(memory_format=memory_format),

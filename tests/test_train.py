@@ -14,10 +14,14 @@ import torch
 import yaml
 from PIL import Image, ImageFilter
 
-from demoe import train
 from demoe.config import ConfigError
 from demoe.fileio import sha256_file
+from demoe.finetune.data import EpochSampler
+from demoe.finetune.loop import finetune
+from demoe.finetune.model import apply_freeze, lr_factor, wanted_amp
+from demoe.finetune.options import STATE_FILE, RunOptions, TrainError, resolve_config
 from demoe.net.losses import charbonnier_loss, fft_loss, pixel_loss, router_ce
+from demoe.net.training import MEMORY_FORMATS, leaves_experts_unused, set_train_mode
 from demoe.registry import build, zoo
 from demoe.registry.checkpoints import read_checkpoint
 
@@ -80,14 +84,14 @@ def log_lines(run_dir: Path) -> list[dict]:
 
 def test_config_layers_file_then_set_then_cli_options(tmp_path):
     doc = tiny_config(tmp_path, train={"lr": "1e-3"})
-    cfg = train.resolve_config(
+    cfg = resolve_config(
         doc, ["train.lr=1e-4", "datasets.train.gt_size=64"], model="DeMoE-small", checkpoint="w.pt"
     )
     assert cfg["train"]["lr"] == pytest.approx(1e-4)
     assert cfg["datasets"]["train"]["gt_size"] == 64
     assert cfg["model"] == "DeMoE-small" and cfg["path"]["pretrain_network_g"] == "w.pt"
     assert cfg["train"]["betas"] == [0.9, 0.9] and cfg["val"]["metrics"][0] == "psnr"
-    assert train.resolve_config(tiny_config(tmp_path, train={"lr": "1e-3"}))["train"]["lr"] == 1e-3
+    assert resolve_config(tiny_config(tmp_path, train={"lr": "1e-3"}))["train"]["lr"] == 1e-3
 
 
 @pytest.mark.parametrize(
@@ -104,11 +108,11 @@ def test_config_layers_file_then_set_then_cli_options(tmp_path):
 )
 def test_config_mistakes_name_the_option(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
-        train.resolve_config(tiny_config(tmp_path), change, source="exp.yaml")
+        resolve_config(tiny_config(tmp_path), change, source="exp.yaml")
 
 
 def test_lr_warms_up_linearly_then_follows_a_cosine_to_the_floor():
-    factors = [train.lr_factor(s, total=12, warmup=2, floor=0.01) for s in range(13)]
+    factors = [lr_factor(s, total=12, warmup=2, floor=0.01) for s in range(13)]
     assert factors[:2] == [0.5, 1.0]
     assert factors[2] == pytest.approx(1.0) and factors[12] == pytest.approx(0.01)
     assert factors[7] == pytest.approx(0.01 + 0.99 * 0.5)
@@ -137,34 +141,32 @@ def test_losses():
 
 def test_freeze_all_but_one_expert_trains_only_that_expert_and_fixes_the_router():
     model = build.build_model(zoo.get_entry("DeMoE-tiny"))
-    train.apply_freeze(model, {"encoder": False, "router": False, "all_but_experts": ["low_light"]})
+    apply_freeze(model, {"encoder": False, "router": False, "all_but_experts": ["low_light"]})
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trained and all(n.startswith("experts.") and n.split(".")[3] == "4" for n in trained)
     assert len({n.split(".")[1] for n in trained}) == len(model.experts)
-    train.set_train_mode(model)
+    set_train_mode(model)
     assert model.experts.training and not model.mlp_branch.training
 
 
 def test_freeze_encoder_keeps_router_and_decoder_trainable():
     model = build.build_model(zoo.get_entry("DeMoE-tiny"))
-    assert train.apply_freeze(model, {"encoder": True, "router": False, "all_but_experts": None}) == [
-        "encoder"
-    ]
+    assert apply_freeze(model, {"encoder": True, "router": False, "all_but_experts": None}) == ["encoder"]
     assert not any(p.requires_grad for p in model.encoders.parameters())
     assert all(p.requires_grad for p in model.mlp_branch.parameters())
 
 
 def test_two_ranks_together_see_the_one_rank_batches_and_an_epoch_can_start_part_way():
     data = list(range(13))
-    one = train.EpochSampler(data, num_replicas=1, rank=0, seed=3)
-    ranks = [train.EpochSampler(data, num_replicas=2, rank=r, seed=3) for r in (0, 1)]
+    one = EpochSampler(data, num_replicas=1, rank=0, seed=3)
+    ranks = [EpochSampler(data, num_replicas=2, rank=r, seed=3) for r in (0, 1)]
     for sampler in (one, *ranks):
         sampler.set_epoch(2)
     global_batches = [sorted(list(one)[i : i + 4]) for i in range(0, 12, 4)]
     per_rank = [list(s) for s in ranks]
     assert [sorted(per_rank[0][i : i + 2] + per_rank[1][i : i + 2]) for i in (0, 2, 4)] == global_batches
     one.start = 8
-    fresh = train.EpochSampler(data, 1, 0, 3)
+    fresh = EpochSampler(data, 1, 0, 3)
     fresh.set_epoch(2)
     assert list(one) == list(fresh)[8:] and len(one) == 5
 
@@ -174,11 +176,11 @@ def test_two_ranks_together_see_the_one_rank_batches_and_an_epoch_can_start_part
 
 def test_stopped_and_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(tmp_path):
     bench = make_task_bench(tmp_path / "bench")
-    cfg = train.resolve_config(tiny_config(bench, total=7))
-    whole = train.finetune(cfg, train.RunOptions(run_dir=tmp_path / "whole", tracking=False))
-    first = train.finetune(cfg, train.RunOptions(run_dir=tmp_path / "parts", tracking=False, stop_after=3))
+    cfg = resolve_config(tiny_config(bench, total=7))
+    whole = finetune(cfg, RunOptions(run_dir=tmp_path / "whole", tracking=False))
+    first = finetune(cfg, RunOptions(run_dir=tmp_path / "parts", tracking=False, stop_after=3))
     assert first["step"] == 3 and "zoo_entry" not in first
-    second = train.finetune(cfg, train.RunOptions(run_dir=tmp_path / "parts", tracking=False, resume=True))
+    second = finetune(cfg, RunOptions(run_dir=tmp_path / "parts", tracking=False, resume=True))
     assert whole["step"] == second["step"] == 7
     assert_bitwise_equal(
         params_of(tmp_path / "whole/models/latest.pt"), params_of(tmp_path / "parts/models/latest.pt")
@@ -192,11 +194,11 @@ def test_stopped_and_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(tmp_
 def test_channels_last_training_computes_the_gradients_of_contiguous_training():
     torch.manual_seed(0)
     model = build.build_model(zoo.get_entry("DeMoE-tiny"))
-    train.set_train_mode(model)
+    set_train_mode(model)
     blurred, sharp = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
     labels = torch.tensor([0, 4, 1, 4])
     grads = {}
-    for layout, memory_format in train.MEMORY_FORMATS.items():
+    for layout, memory_format in MEMORY_FORMATS.items():
         model.to(memory_format=memory_format)
         model.zero_grad(set_to_none=True)
         torch.manual_seed(1)  # the router's dropout
@@ -213,12 +215,12 @@ def test_channels_last_training_computes_the_gradients_of_contiguous_training():
 def test_a_finetuning_in_channels_last_takes_the_steps_of_one_in_contiguous_memory(tmp_path):
     bench = make_task_bench(tmp_path / "bench")
     losses = {}
-    for layout in train.MEMORY_FORMATS:
-        cfg = train.resolve_config(tiny_config(bench, total=4, train={"memory_format": layout}))
-        train.finetune(cfg, train.RunOptions(run_dir=tmp_path / layout, tracking=False))
+    for layout in MEMORY_FORMATS:
+        cfg = resolve_config(tiny_config(bench, total=4, train={"memory_format": layout}))
+        finetune(cfg, RunOptions(run_dir=tmp_path / layout, tracking=False))
         losses[layout] = [r["loss"] for r in log_lines(tmp_path / layout)]
-        kernel = torch.load(tmp_path / layout / train.STATE_FILE, weights_only=True)["params"]["intro.weight"]
-        assert kernel.is_contiguous(memory_format=train.MEMORY_FORMATS[layout]), layout
+        kernel = torch.load(tmp_path / layout / STATE_FILE, weights_only=True)["params"]["intro.weight"]
+        assert kernel.is_contiguous(memory_format=MEMORY_FORMATS[layout]), layout
     assert len(losses["contiguous"]) == 4
     assert losses["channels_last"] == pytest.approx(losses["contiguous"], rel=1e-4)
 
@@ -229,27 +231,25 @@ def test_training_on_freshly_degraded_aio_synth_crops_resumes_bitwise(tmp_path):
         "aio-synth", total=4, datasets={"train": {"bench": "aio-synth", "gt_size": 32, "batch_size": 5}}
     )
     doc["datasets"]["train"]["synthesize"] = True
-    cfg = train.resolve_config(doc)
-    whole = train.finetune(cfg, train.RunOptions(run_dir=tmp_path / "whole", tracking=False))
-    train.finetune(cfg, train.RunOptions(run_dir=tmp_path / "parts", tracking=False, stop_after=2))
-    train.finetune(cfg, train.RunOptions(run_dir=tmp_path / "parts", tracking=False, resume=True))
+    cfg = resolve_config(doc)
+    whole = finetune(cfg, RunOptions(run_dir=tmp_path / "whole", tracking=False))
+    finetune(cfg, RunOptions(run_dir=tmp_path / "parts", tracking=False, stop_after=2))
+    finetune(cfg, RunOptions(run_dir=tmp_path / "parts", tracking=False, resume=True))
     assert whole["step"] == 4
     assert_bitwise_equal(
         params_of(tmp_path / "whole/models/latest.pt"), params_of(tmp_path / "parts/models/latest.pt")
     )
     assert all(r["router_ce"] > 0 for r in log_lines(tmp_path / "whole"))
     doc["datasets"]["train"]["synthesize"] = False
-    train.finetune(train.resolve_config(doc), train.RunOptions(run_dir=tmp_path / "fixed", tracking=False))
+    finetune(resolve_config(doc), RunOptions(run_dir=tmp_path / "fixed", tracking=False))
     fixed, fresh = log_lines(tmp_path / "fixed"), log_lines(tmp_path / "whole")
     assert [r["pixel"] for r in fixed] != [r["pixel"] for r in fresh]
 
 
 def test_finished_run_becomes_a_zoo_entry_that_loads(tmp_path):
     bench = make_task_bench(tmp_path / "bench")
-    cfg = train.resolve_config(tiny_config(bench, total=2, logger={"keep_checkpoint_freq": 1}))
-    result = train.finetune(
-        cfg, train.RunOptions(run_dir=tmp_path / "run", tracking=False, zoo_dir=tmp_path / "zoo")
-    )
+    cfg = resolve_config(tiny_config(bench, total=2, logger={"keep_checkpoint_freq": 1}))
+    result = finetune(cfg, RunOptions(run_dir=tmp_path / "run", tracking=False, zoo_dir=tmp_path / "zoo"))
     entry = yaml.safe_load(Path(result["zoo_entry"]).read_text())
     weights = tmp_path / "zoo" / entry["checkpoint"]["path"]
     assert (
@@ -271,18 +271,16 @@ def test_finished_run_becomes_a_zoo_entry_that_loads(tmp_path):
 
 def test_resume_refuses_other_settings_and_a_missing_state(tmp_path):
     bench = make_task_bench(tmp_path / "bench")
-    with pytest.raises(train.TrainError, match="holds no training_state.pt"):
-        train.finetune(
-            train.resolve_config(tiny_config(bench)), train.RunOptions(run_dir=tmp_path / "run", resume=True)
-        )
-    train.finetune(
-        train.resolve_config(tiny_config(bench, total=2)),
-        train.RunOptions(run_dir=tmp_path / "run", tracking=False, stop_after=1),
+    with pytest.raises(TrainError, match="holds no training_state.pt"):
+        finetune(resolve_config(tiny_config(bench)), RunOptions(run_dir=tmp_path / "run", resume=True))
+    finetune(
+        resolve_config(tiny_config(bench, total=2)),
+        RunOptions(run_dir=tmp_path / "run", tracking=False, stop_after=1),
     )
-    with pytest.raises(train.TrainError, match=r"other settings \(train.lr\)"):
-        train.finetune(
-            train.resolve_config(tiny_config(bench, total=2), ["train.lr=0.1"]),
-            train.RunOptions(run_dir=tmp_path / "run", tracking=False),
+    with pytest.raises(TrainError, match=r"other settings \(train.lr\)"):
+        finetune(
+            resolve_config(tiny_config(bench, total=2), ["train.lr=0.1"]),
+            RunOptions(run_dir=tmp_path / "run", tracking=False),
         )
 
 
@@ -296,12 +294,12 @@ def test_oracle_routing_needs_labels_and_a_model_without_checkpoint_needs_pretra
             (unlabelled / sub / f.name).write_bytes(f.read_bytes())
     doc = tiny_config(unlabelled, train={"routing": "oracle"})
     doc["datasets"]["train"]["split"] = None
-    with pytest.raises(train.TrainError, match="oracle needs task labels"):
-        train.finetune(train.resolve_config(doc), train.RunOptions(run_dir=tmp_path / "a", tracking=False))
-    with pytest.raises(train.TrainError, match="pretrained: false"):
-        train.finetune(
-            train.resolve_config(tiny_config(bench), ["pretrained=true"]),
-            train.RunOptions(run_dir=tmp_path / "b", tracking=False),
+    with pytest.raises(TrainError, match="oracle needs task labels"):
+        finetune(resolve_config(doc), RunOptions(run_dir=tmp_path / "a", tracking=False))
+    with pytest.raises(TrainError, match="pretrained: false"):
+        finetune(
+            resolve_config(tiny_config(bench), ["pretrained=true"]),
+            RunOptions(run_dir=tmp_path / "b", tracking=False),
         )
 
 
@@ -492,19 +490,19 @@ def test_finetune_logs_to_mlflow_and_its_zoo_entry_runs_with_the_validation_figu
 
 def test_ddp_searches_unused_parameters_only_when_routing_can_skip_experts():
     tiny = zoo.get_entry("DeMoE-tiny")
-    assert train.leaves_experts_unused(build.build_model(tiny), "auto")
-    assert not train.leaves_experts_unused(build.build_model(tiny, k=5), "auto")
-    assert train.leaves_experts_unused(build.build_model(tiny, k=5), "oracle")
-    assert not train.leaves_experts_unused(build.build_model(zoo.get_entry("NAFNet-small")), "auto")
+    assert leaves_experts_unused(build.build_model(tiny), "auto")
+    assert not leaves_experts_unused(build.build_model(tiny, k=5), "auto")
+    assert leaves_experts_unused(build.build_model(tiny, k=5), "oracle")
+    assert not leaves_experts_unused(build.build_model(zoo.get_entry("NAFNet-small")), "auto")
 
 
 def test_mixed_precision_is_off_on_cpu_unless_asked_and_then_trains(tmp_path):
-    assert train.wanted_amp("auto", torch.device("cpu")) is None
-    assert train.wanted_amp("none", torch.device("cpu")) is None
-    assert train.wanted_amp("bf16", torch.device("cpu")) is torch.bfloat16
+    assert wanted_amp("auto", torch.device("cpu")) is None
+    assert wanted_amp("none", torch.device("cpu")) is None
+    assert wanted_amp("bf16", torch.device("cpu")) is torch.bfloat16
     bench = make_task_bench(tmp_path / "bench")
-    cfg = train.resolve_config(tiny_config(bench, total=2, train={"amp": "bf16", "grad_clip": 0.1}))
-    result = train.finetune(cfg, train.RunOptions(run_dir=tmp_path / "run", tracking=False))
+    cfg = resolve_config(tiny_config(bench, total=2, train={"amp": "bf16", "grad_clip": 0.1}))
+    result = finetune(cfg, RunOptions(run_dir=tmp_path / "run", tracking=False))
     assert result["step"] == 2
     assert all(torch.isfinite(v).all() for v in params_of(tmp_path / "run/models/latest.pt").values())
 
@@ -516,7 +514,7 @@ def test_every_experiment_file_resolves_as_a_finetuning_or_a_sweep(path):
 
     doc = yaml.safe_load(path.read_text())
     if "datasets" in doc:
-        cfg = train.resolve_config(doc, source=str(path))
+        cfg = resolve_config(doc, source=str(path))
         assert cfg["name"] and cfg["datasets"]["train"]["bench"]
     else:
         configs = expand_sweep(doc, EvalConfig(model="unused", bench="unused"), str(path))
@@ -552,8 +550,8 @@ def test_batches_that_never_reach_the_trained_expert_leave_it_as_it_was(tmp_path
         path={"pretrain_network_g": str(start)},
         train={"routing": "oracle", "freeze": {"all_but_experts": ["low_light"]}},
     )
-    cfg = train.resolve_config({**doc, "pretrained": True})
-    result = train.finetune(cfg, train.RunOptions(run_dir=tmp_path / "run", tracking=False))
+    cfg = resolve_config({**doc, "pretrained": True})
+    result = finetune(cfg, RunOptions(run_dir=tmp_path / "run", tracking=False))
     assert result["step"] == 3
     before, after = params_of(start), params_of(tmp_path / "run/models/latest.pt")
     assert_bitwise_equal(before, after)
@@ -582,9 +580,7 @@ def test_the_router_loss_weight_scales_the_router_cross_entropy_in_the_trained_l
     runs = {}
     for weight in (0.0, 5.0):
         doc = tiny_config(bench, total=1, train={"router_loss_weight": weight, "warmup_iter": 0})
-        train.finetune(
-            train.resolve_config(doc), train.RunOptions(run_dir=tmp_path / f"w{weight}", tracking=False)
-        )
+        finetune(resolve_config(doc), RunOptions(run_dir=tmp_path / f"w{weight}", tracking=False))
         (logged,) = log_lines(tmp_path / f"w{weight}")
         assert logged["loss"] == pytest.approx(logged["pixel"] + weight * logged["router_ce"], rel=1e-6)
         runs[weight] = params_of(tmp_path / f"w{weight}/models/latest.pt")

@@ -67,7 +67,8 @@ class Store:
 
 @pytest.fixture(scope="session")
 def store(tmp_path_factory) -> Store:
-    from demoe import train
+    from demoe.finetune.loop import finetune
+    from demoe.finetune.options import RunOptions, resolve_config
     from demoe.jobs import evaluate
     from demoe.tracking.mlflow_runs import log_results, start_sweep
 
@@ -103,7 +104,7 @@ def store(tmp_path_factory) -> Store:
             )
             log_results(out, uri, EXPERIMENT)
             folders.append(out)
-        cfg = train.resolve_config(
+        cfg = resolve_config(
             {
                 "name": "tiny-ft",
                 "model": "DeMoE-tiny",
@@ -117,11 +118,9 @@ def store(tmp_path_factory) -> Store:
                 "logger": {"print_freq": 1, "save_checkpoint_freq": 2, "experiment": EXPERIMENT},
             }
         )
-        train.finetune(
+        finetune(
             cfg,
-            train.RunOptions(
-                run_dir=root / "ft", tracking_uri=uri, experiment=EXPERIMENT, zoo_dir=root / "zoo"
-            ),
+            RunOptions(run_dir=root / "ft", tracking_uri=uri, experiment=EXPERIMENT, zoo_dir=root / "zoo"),
         )
         labelled, labelled_k1, plain = folders
         log_results(plain, uri, SWEEP_EXPERIMENT)

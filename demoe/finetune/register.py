@@ -1,0 +1,99 @@
+"""A finished finetuning's best checkpoint becomes a zoo entry (``demoe-eval run --model NAME`` works at
+once) and, when asked, a version of a registered MLflow model."""
+
+from pathlib import Path
+
+import yaml
+
+from demoe.data.pairs import Benchmark
+from demoe.fileio import atomic_write_text, sha256_file
+from demoe.finetune.model import StartModel
+from demoe.finetune.options import RunOptions
+from demoe.finetune.state import TrainState
+from demoe.paths import demoe_home
+from demoe.registry import zoo
+from demoe.registry.checkpoints import extract_state_dict, read_checkpoint, save_checkpoint
+from demoe.tracking.mlflow_runs import FinetuneTracker
+
+
+def weights_licence(start: zoo.ZooEntry | None, pretrained_from: Path | None) -> str:
+    """What the licence of trained weights follows from: the weights they started from, if any."""
+    if pretrained_from is None:
+        return "the trainer's own: trained from scratch with demoe-eval (mind the training data's licence)"
+    if start is not None and start.licence:
+        return f"derived from {start.name}'s weights: {start.licence}"
+    return f"derived from {pretrained_from.name}: the licence of those weights"
+
+
+def register_zoo_entry(
+    zoo_dir: Path,
+    name: str,
+    arch: str,
+    kwargs: dict,
+    best: Path,
+    description: str,
+    info: dict,
+    licence: str | None = None,
+) -> Path:
+    """Write the best checkpoint as ``weights/NAME.safetensors`` and its zoo entry ``NAME.yaml`` into ``zoo_dir``."""
+    zoo_dir = Path(zoo_dir)
+    state = extract_state_dict(read_checkpoint(best), best)
+    weights = save_checkpoint(zoo_dir / "weights" / f"{name}.safetensors", state, name=name)
+    entry = {
+        "name": name,
+        "arch": arch,
+        "kwargs": kwargs,
+        "description": description,
+        "checkpoint": {
+            "file": weights.name,
+            "path": f"weights/{weights.name}",
+            "sha256": sha256_file(weights),
+            "size": weights.stat().st_size,
+        },
+        **({"licence": licence} if licence else {}),
+        "info": info,
+    }
+    return atomic_write_text(
+        zoo_dir / f"{name}.yaml", yaml.safe_dump(entry, sort_keys=False, default_flow_style=None, width=110)
+    )
+
+
+def register(
+    cfg: dict,
+    opts: RunOptions,
+    run_dir: Path,
+    start: StartModel,
+    state: TrainState,
+    bench: Benchmark,
+    tracker: FinetuneTracker,
+    validation: dict | None,
+) -> dict:
+    """Register ``run_dir``'s best checkpoint as the zoo model ``cfg['name']``; returns what was made."""
+    has_val = bool(cfg["datasets"]["val"]["bench"])
+    best = run_dir / "models" / "best.pt"
+    info = {
+        "run_id": state.run_id,
+        "run_dir": str(run_dir),
+        "step": state.best_step if has_val else state.step,
+        "trained_on": f"{bench.spec.name}/{bench.split}",
+        "started_from": cfg["model"] or "scratch",
+    }
+    if validation:
+        info["validation"] = {
+            "bench": str(cfg["datasets"]["val"]["bench"]),
+            **{k: round(float(v), 4) for k, v in validation.items()},
+        }
+    zoo_dir = Path(opts.zoo_dir or demoe_home() / "zoo")
+    description = cfg["description"] or f"{start.arch} trained with demoe-eval finetune ({cfg['name']})."
+    licence = weights_licence(start.entry, start.weights)
+    entry = register_zoo_entry(
+        zoo_dir, cfg["name"], start.arch, start.kwargs, best, description, info, licence
+    )
+    made = {"best": str(best), "zoo_entry": str(entry)}
+    print(f"finished: best {best} registered as zoo model {cfg['name']!r} in {entry}", flush=True)
+    tracker.artifact(best, "best")
+    tracker.artifact(entry, "zoo")
+    if cfg["logger"]["register_model"]:
+        version = tracker.register(cfg["logger"]["register_model"], cfg["logger"]["model_alias"], "best")
+        made["mlflow_model_version"] = version
+    return made
