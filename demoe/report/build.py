@@ -15,6 +15,7 @@ from demoe.report import figures, tables
 from demoe.report.collect import Collection, EvalRun, ReportError, Selection, add_costs, collect
 from demoe.report.document import Figure, Row, Section, render_markdown
 from demoe.report.tables import Table
+from demoe.tracking.mlflow_runs import experiment_name
 from demoe.vocab import TASK_SHORT as SHORT
 from demoe.vocab import task_order
 
@@ -37,7 +38,6 @@ class Report:
 
 def default_out(selection: Selection) -> Path:
     """``reports/NAME``: the sweep's name, the experiment's, or ``runs`` for runs named by id."""
-    import os
 
     if selection.experiment_file is not None:
         from demoe.config import load_config
@@ -46,7 +46,7 @@ def default_out(selection: Selection) -> Path:
     elif selection.run_ids:
         name = "runs"
     else:
-        name = selection.experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "Default"
+        name = experiment_name(selection.experiment)
     return Path("reports") / tables.slug(name)
 
 

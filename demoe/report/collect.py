@@ -7,7 +7,6 @@ the latest finished run stands for it and the others are listed as left out.
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,7 +16,7 @@ from demoe.errors import DemoeError
 from demoe.records import EvalResult, ModeSummary
 from demoe.registry.build import build_model, model_stats
 from demoe.registry.zoo import load_zoo, zoo_dirs
-from demoe.tracking.mlflow_runs import EVAL, FINETUNE, SWEEP, RunStore
+from demoe.tracking.mlflow_runs import EVAL, FINETUNE, SWEEP, RunStore, experiment_name
 from demoe.tracking.results import RESULTS_FILE, TABLE_STEM
 from demoe.vocab import mode_rank
 
@@ -162,7 +161,7 @@ def _tag(run, name: str) -> str | None:
 
 
 def _experiment(store: RunStore, name: str | None):
-    name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "Default"
+    name = experiment_name(name)
     experiment = store.experiment(name)
     if experiment is None:
         known = store.experiment_names()

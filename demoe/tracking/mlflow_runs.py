@@ -10,6 +10,8 @@ evaluations; a finetuning is one run (``demoe.kind=finetune``) with its curves.
 """
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -23,6 +25,14 @@ from demoe.records import EvalResult
 from demoe.tracking.results import ARTIFACTS, read_results
 
 EVAL, SWEEP, FINETUNE = "eval", "sweep", "finetune"
+DEFAULT_STORE = "sqlite:///mlflow.db"  # MLflow's own default: a SQLite file in the working folder
+DEFAULT_EXPERIMENT = "demoe-eval"
+
+
+def experiment_name(experiment: str | None) -> str:
+    """The MLflow experiment a command uses: the one named, else ``$MLFLOW_EXPERIMENT_NAME``, else ours
+    (never MLflow's ``Default``)."""
+    return experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
 
 
 class TrackingError(DemoeError):
@@ -46,6 +56,14 @@ def set_tracking(tracking_uri: str | None, experiment: str | None) -> str:
     return mlflow.get_tracking_uri()
 
 
+def results_digest(result: EvalResult, parent_run_id: str | None) -> str:
+    """What makes two loggings of a results folder the same: its results without timing and package
+    versions, and the sweep it was logged under."""
+    content = {k: v for k, v in result.to_json().items() if k not in ("timing", "versions")}
+    text = json.dumps({"results": content, "parent": parent_run_id}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def flat_params(config: dict, prefix: str = "") -> dict[str, str]:
     out = {}
     for key, value in config.items():
@@ -66,11 +84,13 @@ def log_results(
     experiment: str | None = None,
     parent_run_id: str | None = None,
 ) -> str:
-    """Log a results folder as a parent run with one child per routing mode; returns the parent run id."""
+    """Log a results folder as a parent run with one child per routing mode; returns the parent run id.
+    A folder already logged (the same results, under the same sweep) is not logged twice: the run
+    logged before is returned."""
     folder = Path(folder)
     result = read_results(folder)
     try:
-        return _log_results(folder, result, tracking_uri, experiment, parent_run_id)
+        return _log_results(folder, result, tracking_uri, experiment_name(experiment), parent_run_id)
     except TrackingError:
         raise
     except Exception as e:  # any failure to reach or write the store leaves the results on disk
@@ -107,10 +127,20 @@ def _log_results(folder: Path, result: EvalResult, tracking_uri, experiment, par
     import mlflow
 
     set_tracking(tracking_uri, experiment)
+    digest = results_digest(result, parent_run_id)
+    logged = mlflow.search_runs(
+        experiment_names=[experiment],
+        filter_string=f"tags.`demoe.results_digest` = '{digest}' and attributes.status = 'FINISHED'",
+        output_format="list",
+    )
+    if logged:
+        print(f"already logged as run {logged[0].info.run_id}: not logged again", file=sys.stderr)
+        return logged[0].info.run_id
     tags = eval_tags(folder, result)
+    parent_tags = tags | {"demoe.results_digest": digest}
     if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    with mlflow.start_run(run_name=result.run_name, tags=tags) as parent:
+        parent_tags["mlflow.parentRunId"] = parent_run_id
+    with mlflow.start_run(run_name=result.run_name, tags=parent_tags) as parent:
         mlflow.log_params(flat_params({"config": result.config, "protocol": result.protocol}))
         for name in ARTIFACTS:
             if (folder / name).exists():
@@ -137,7 +167,7 @@ def start_sweep(name: str, doc: dict, tracking_uri: str | None, experiment: str 
     import mlflow
 
     try:
-        set_tracking(tracking_uri, experiment)
+        set_tracking(tracking_uri, experiment_name(experiment))
         with mlflow.start_run(run_name=name, tags={"demoe.kind": SWEEP}) as run:
             mlflow.log_params(flat_params({"sweep": doc}))
             mlflow.log_text(yaml.safe_dump(doc, sort_keys=False), "sweep.yaml")
@@ -175,7 +205,7 @@ class FinetuneTracker:
         def go():
             import mlflow
 
-            set_tracking(self.uri, self.experiment)
+            set_tracking(self.uri, experiment_name(self.experiment))
             if run_id:
                 mlflow.start_run(run_id=run_id)
             else:

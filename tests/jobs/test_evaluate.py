@@ -1,38 +1,7 @@
 from pathlib import Path
 
 import pytest
-
-TINY_A = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_a.pt"
-
-
-def write_pairs(folder: Path, count: int, rng, prefix: str = "") -> None:
-    """``count`` real PNG pairs under ``folder/{blur,sharp}``: random 32x32 images and their darker copies."""
-    import numpy as np
-    from PIL import Image
-
-    for sub in ("blur", "sharp"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-        Image.fromarray(image).save(folder / "sharp" / f"{prefix}{i}.png")
-        Image.fromarray(image // 2).save(folder / "blur" / f"{prefix}{i}.png")
-
-
-def tiny_eval_config(tmp_path: Path, bench: str, **options):
-    """DeMoE-tiny with the reference fixture's weights, PSNR only, results under ``tmp_path/out``."""
-    import torch
-
-    from demoe.jobs.evaluate import EvalConfig
-
-    torch.set_num_threads(1)
-    return EvalConfig(
-        model="DeMoE-tiny",
-        bench=bench,
-        checkpoint=str(TINY_A),
-        metrics=["psnr"],
-        out=tmp_path / "out",
-        **options,
-    )
+from helpers import tiny_eval_config, write_pairs
 
 
 def test_saved_samples_include_the_benchmarks_in_the_wild_photo_without_a_sharp_image(tmp_path):

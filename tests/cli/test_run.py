@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFilter
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def make_bench(root: Path, count: int = 6, odd_size: int = 2) -> Path:

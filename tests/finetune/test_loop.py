@@ -364,7 +364,7 @@ def test_killed_at_a_random_step_and_resumed_ends_bitwise_equal(tmp_path):
     bench = make_task_bench(tmp_path / "bench")
     doc = tiny_config(bench, total=12, val=True, logger={"save_checkpoint_freq": 1})
     config = write_config(tmp_path / "exp.yaml", doc)
-    args = ["finetune", "-c", str(config), "--no-tracking", "--zoo-dir", str(tmp_path / "zoo")]
+    args = ["finetune", "-c", str(config), "--no-tracking", "--register-dir", str(tmp_path / "zoo")]
     whole = cli(*args, "--out", str(tmp_path / "whole"), cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
 
@@ -427,7 +427,7 @@ def test_finetune_logs_to_mlflow_and_its_zoo_entry_runs_with_the_validation_figu
         str(config),
         "--tracking-uri",
         uri,
-        "--zoo-dir",
+        "--register-dir",
         str(zoo_dir),
         "--out",
         str(run_dir),
@@ -507,7 +507,7 @@ def test_mixed_precision_is_off_on_cpu_unless_asked_and_then_trains(tmp_path):
     assert all(torch.isfinite(v).all() for v in params_of(tmp_path / "run/models/latest.pt").values())
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml")))
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.yaml")))
 def test_every_experiment_file_resolves_as_a_finetuning_or_a_sweep(path):
     from demoe.jobs.evaluate import EvalConfig
     from demoe.jobs.sweep import expand_sweep
@@ -543,7 +543,7 @@ def test_batches_that_never_reach_the_trained_expert_leave_it_as_it_was(tmp_path
     for split in ("train", "test"):
         shutil.rmtree(bench / split / "low_light")  # defocus pairs only, routed to the defocus expert
     start = tmp_path / "start.pt"
-    shutil.copy(Path(__file__).parent / "fixtures" / "tiny_a.pt", start)
+    shutil.copy(Path(__file__).resolve().parents[1] / "fixtures" / "tiny_a.pt", start)
     doc = tiny_config(
         bench,
         total=3,

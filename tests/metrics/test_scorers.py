@@ -15,7 +15,7 @@ from demoe.metrics.lpips_fetch import PYIQA_CALIBRATION, WeightsFetchError, fetc
 from demoe.metrics.scorers import MetricError, MetricSet, Protocol, SeparableFloat64Filters, availability
 from demoe.metrics.weights import LPIPS_NETS, lpips_files
 
-PROJECT_ROOT = Path(__file__).parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DOWNLOADS = Path.home() / ".cache" / "demoe-test-downloads"
 PERFECT_PSNR = 80.0  # pyiqa's PSNR of identical images: 10 log10(1 / 1e-8)
 

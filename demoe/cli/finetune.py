@@ -1,0 +1,103 @@
+"""``demoe-eval finetune``: train as an experiments/*.yaml says; the best checkpoint joins the zoo."""
+
+import sys
+from pathlib import Path
+
+import click
+
+from demoe.cli import options
+from demoe.config import load_config
+from demoe.finetune.loop import finetune as run_finetune
+from demoe.finetune.options import RunOptions, resolve_config
+from demoe.runtime import launch_torchrun
+
+
+@click.command(
+    cls=options.DemoeCommand,
+    epilog=options.examples(
+        "demoe-eval finetune -c tiny_synth_restore",
+        "demoe-eval finetune -c experiments/drmi_finetune.yaml --set train.lr=1e-4 --nproc 2",
+    ),
+)
+@click.option(
+    "-c",
+    "--config",
+    "-e",
+    "--experiment-file",
+    "config_file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Training options YAML: a path, or the name of a shipped experiment (tiny_synth_restore).",
+)
+@click.option("--model", default=None, help="Zoo model to start from (overrides the file's model/network_g).")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Weights to start from (path.pretrain_network_g).",
+)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override an option, e.g. train.lr=1e-4."
+)
+@click.option(
+    "--resume", is_flag=True, help="Insist on resuming (a run folder with a training state resumes anyway)."
+)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder [default: runs/NAME].")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N or auto (overrides the file's device).")
+@options.nproc
+@options.mlflow_experiment
+@options.tracking_uri
+@options.tracking_switch
+@click.option(
+    "--register-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the best checkpoint becomes a zoo entry [default: $DEMOE_HOME/zoo].",
+)
+@options.zoo_dirs
+@options.data_root
+@options.bench_dirs
+def finetune(
+    config_file,
+    model,
+    checkpoint,
+    overrides,
+    resume,
+    out,
+    device,
+    nproc,
+    experiment,
+    tracking_uri,
+    tracking,
+    register_dir,
+    zoo_dirs,
+    data_root,
+    bench_dirs,
+) -> None:
+    """Finetune (or train) a model as the YAML says; the best checkpoint becomes a zoo entry."""
+    if nproc and nproc > 1:
+        raise SystemExit(launch_torchrun(nproc, "finetune", sys.argv[2:]))
+    cfg = resolve_config(
+        load_config(config_file), overrides, model, checkpoint, device, source=str(config_file)
+    )
+    searched = [*([register_dir] if register_dir else []), *zoo_dirs]
+    opts = RunOptions(
+        run_dir=out,
+        resume=resume,
+        tracking=tracking,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        zoo_dir=register_dir,
+        zoo_dirs=searched,
+        data_root=data_root,
+        bench_dirs=list(bench_dirs),
+    )
+    result = run_finetune(cfg, opts)
+    if result.get("zoo_entry"):
+        click.echo(f"run folder: {result['run_dir']}")
+        if result.get("best_psnr") is not None:
+            click.echo(f"best validation psnr: {result['best_psnr']:.2f}")
+        where = f" --zoo-dir {register_dir}" if register_dir else ""
+        click.echo(f"try it: demoe-eval run --model {cfg['name']}{where}")
+        if result.get("run_id"):
+            click.echo(f"mlflow run: {result['run_id']}")

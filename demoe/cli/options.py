@@ -1,0 +1,118 @@
+"""The click options more than one command takes, each defined once, and the little helpers every
+command shares (comma lists, printed tables, help examples). Light imports only."""
+
+from pathlib import Path
+
+import click
+
+from demoe.errors import DemoeError
+
+
+class DemoeCommand(click.Command):
+    """A command whose ``DemoeError`` is one line on stderr and exit code 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DemoeError as e:
+            raise click.ClickException(str(e)) from None
+
+
+class DemoeGroup(click.Group):
+    command_class = DemoeCommand
+    group_class = type
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DemoeError as e:
+            raise click.ClickException(str(e)) from None
+
+
+def examples(*lines: str) -> str:
+    """A help epilog of example command lines (click keeps ``\\b`` paragraphs as written)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def int_csv(option: str, value: str | None) -> list[int] | None:
+    try:
+        numbers = [int(v) for v in csv(value)] if value else None
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: expected comma-separated integers, e.g. 1,4", param_hint=option
+        ) from None
+    if numbers is not None and min(numbers) < 1:
+        raise click.BadParameter(f"{value!r}: every value must be at least 1", param_hint=option)
+    return numbers
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
+    click.echo("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        click.echo("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
+
+
+tracking_uri = click.option(
+    "--tracking-uri",
+    default=None,
+    help="MLflow tracking URI: a sqlite:/// file, a postgresql:// database or an http(s):// server "
+    "[default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db].",
+)
+mlflow_experiment = click.option(
+    "--experiment",
+    envvar="MLFLOW_EXPERIMENT_NAME",
+    default=None,
+    help="MLflow experiment name [default: $MLFLOW_EXPERIMENT_NAME, else demoe-eval].",
+)
+tracking_switch = click.option(
+    "--tracking/--no-tracking", default=True, show_default=True, help="Log to MLflow."
+)
+zoo_dirs = click.option(
+    "--zoo-dir",
+    "zoo_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Extra folder of zoo YAML files (repeatable), searched after the shipped zoo and $DEMOE_HOME/zoo.",
+)
+bench_dirs = click.option(
+    "--bench-dir",
+    "bench_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Extra folder of benchmark YAML files (repeatable).",
+)
+data_root = click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder holding the benchmarks' data [default: $DEMOE_DATA, else ./data].",
+)
+weights_dir = click.option(
+    "--weights-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder holding metric weights, a TORCH_HOME [default: $TORCH_HOME when it has them, else "
+    "$DEMOE_HOME/weights].",
+)
+device = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+nproc = click.option(
+    "--nproc", type=click.IntRange(min=1), default=None, help="Launch this many processes with torchrun."
+)
+checkpoint = click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Checkpoint file to load instead of the zoo's.",
+)
+experiment_file = click.option(
+    "-e",
+    "--experiment-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="An experiments/*.yaml file, by path or by the name of a shipped one.",
+)

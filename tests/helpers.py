@@ -1,0 +1,55 @@
+"""Helpers the tests share: real image files, small evaluation configs, the CLI in a subprocess."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TINY_A = FIXTURES / "tiny_a.pt"
+
+
+def write_pairs(folder: Path, count: int, rng, prefix: str = "") -> None:
+    """``count`` real PNG pairs under ``folder/{blur,sharp}``: random 32x32 images and their darker copies."""
+    import numpy as np
+    from PIL import Image
+
+    for sub in ("blur", "sharp"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(image).save(folder / "sharp" / f"{prefix}{i}.png")
+        Image.fromarray(image // 2).save(folder / "blur" / f"{prefix}{i}.png")
+
+
+def tiny_eval_config(tmp_path: Path, bench: str, **options):
+    """DeMoE-tiny with the reference fixture's weights, PSNR only, results under ``tmp_path/out``."""
+    import torch
+
+    from demoe.jobs.evaluate import EvalConfig
+
+    torch.set_num_threads(1)
+    return EvalConfig(
+        model="DeMoE-tiny",
+        bench=bench,
+        checkpoint=str(TINY_A),
+        metrics=["psnr"],
+        out=tmp_path / "out",
+        **options,
+    )
+
+
+def cli(
+    *args: str, cwd: Path | None = None, env_extra: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """``demoe-eval ARGS`` as a user runs it: a subprocess of this checkout, one torch thread."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT), **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "demoe.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
