@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from demoe.perf import dense_of_path, seeded_network
+from demoe.perf.networks import dense_of_path, seeded_network
 from demoe.registry import zoo
 from demoe.runner import inference
 from demoe.vocab import TASKS

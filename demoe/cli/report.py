@@ -7,7 +7,7 @@ import click
 from demoe.cli import options
 from demoe.report.build import build_report, default_out, parse_formats
 from demoe.report.collect import Selection
-from demoe.report.tables import to_markdown
+from demoe.report.formats import to_markdown
 
 
 @click.command(

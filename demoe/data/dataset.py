@@ -105,7 +105,7 @@ class SynthesizedPairs(torch.utils.data.Dataset):
         return self.length
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor, str, int]:
-        from demoe.data.aio_synth import degraded_crop
+        from demoe.data.aio_synth import degraded_crop  # scipy, as above
 
         rng = np.random.default_rng((self.seed, self.epoch, i))
         task = TASKS[i % len(TASKS)]

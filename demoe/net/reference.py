@@ -1,7 +1,7 @@
 """The published DeMoE forward pass, written out plainly: the baseline of ``demoe-eval perf`` and of the
 equality tests of the fast inference path.
 
-It runs on the parameters of a ``demoe.models.DeMoE`` but none of its modules' forward methods for the
+It runs on the parameters of a ``demoe.net.DeMoE`` but none of its modules' forward methods for the
 NAFBlocks and MoE blocks: eager, NCHW contiguous fp32, NAFNet's LayerNorm2d formula (mean and variance
 over channels, eps 1e-6), SimpleGate, simplified channel attention (average pool + 1x1 conv), and the
 published MoE loop (top-k of the router softmax, renormalised, each selected expert run on the samples

@@ -9,12 +9,15 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from demoe.config import load_config
 from demoe.fileio import atomic_write_text
 from demoe.metrics import figures as routing_figures
 from demoe.report import figures, tables
+from demoe.report import formats as table_formats
 from demoe.report.collect import Collection, EvalRun, ReportError, Selection, add_costs, collect
 from demoe.report.document import Figure, Row, Section, render_markdown
-from demoe.report.tables import Table
+from demoe.report.formats import Table
+from demoe.report.html import render_html
 from demoe.tracking.mlflow_runs import experiment_name
 from demoe.vocab import TASK_SHORT as SHORT
 from demoe.vocab import task_order
@@ -38,16 +41,13 @@ class Report:
 
 def default_out(selection: Selection) -> Path:
     """``reports/NAME``: the sweep's name, the experiment's, or ``runs`` for runs named by id."""
-
     if selection.experiment_file is not None:
-        from demoe.config import load_config
-
         name = str(load_config(selection.experiment_file).get("name", Path(selection.experiment_file).stem))
     elif selection.run_ids:
         name = "runs"
     else:
         name = experiment_name(selection.experiment)
-    return Path("reports") / tables.slug(name)
+    return Path("reports") / table_formats.slug(name)
 
 
 def parse_formats(value: str | None) -> list[str]:
@@ -105,7 +105,7 @@ def _clear(out: Path) -> None:
 
 
 def _figure(fig, out: Path, name: str, caption: str) -> Figure:
-    path = Path("figures") / f"{tables.slug(name)}.png"
+    path = Path("figures") / f"{table_formats.slug(name)}.png"
     routing_figures.save_figure(fig, out / path)
     return Figure(path, caption)
 
@@ -404,8 +404,6 @@ def _finetune_section(collection: Collection, keep, figure) -> Section:
 
 
 def _write(report: Report, sections: list[Section], formats: list[str]) -> list[Path]:
-    from demoe.report.html import render_html
-
     out = report.out
     title = "DeMoE evaluation report"
     intro = [
@@ -414,7 +412,11 @@ def _write(report: Report, sections: list[Section], formats: list[str]) -> list[
     ]
     written = []
     for table in report.tables:
-        writers = {"md": tables.to_markdown, "tex": tables.to_latex, "csv": tables.to_csv}
+        writers = {
+            "md": table_formats.to_markdown,
+            "tex": table_formats.to_latex,
+            "csv": table_formats.to_csv,
+        }
         for fmt in formats if table.document else ["csv"]:
             if fmt in writers:
                 written.append(atomic_write_text(out / "tables" / f"{table.name}.{fmt}", writers[fmt](table)))

@@ -6,7 +6,7 @@ The Markdown page and the HTML page render the same sections, so they never disa
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from demoe.report.tables import Table, to_markdown
+from demoe.report.formats import Table, to_markdown
 
 
 @dataclass

@@ -9,7 +9,7 @@ from html import escape
 from pathlib import Path
 
 from demoe.report.document import Figure, Row, Section
-from demoe.report.tables import Table, arrow, best_cells, column_groups, format_cell, is_numeric
+from demoe.report.formats import Table, arrow, best_cells, column_groups, format_cell, is_numeric
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif; color: #1d2127;

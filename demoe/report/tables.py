@@ -1,223 +1,22 @@
-"""The report's tables, built from collected runs, and written as Markdown, LaTeX (booktabs) and CSV.
+"""The report's tables, built from collected runs (rendered by ``demoe.report.formats``).
 
-Every table is plain data (``Table``) first: the same rows become every format, so the numbers agree
-everywhere. Output is deterministic: rows sorted, numbers in fixed formats, missing values ``n/a``.
+Output is deterministic: rows sorted, numbers in fixed formats, missing values ``n/a``.
 """
 
-import csv
-import io
 import math
-from dataclasses import dataclass, field
-from functools import cache
 
 from demoe.report.collect import Collection, EvalRun, FinetuneRun
+from demoe.report.formats import (
+    Column,
+    Table,
+    lower_better,
+    metric_format,
+    metric_title,
+    ordered_metrics,
+    slug,
+)
 from demoe.vocab import TASK_SHORT as SHORT
 from demoe.vocab import TASKS, mode_rank
-
-MISSING = "n/a"
-METRIC_ORDER = ("psnr", "ssimc", "ssim", "lpips", "lpips-vgg")
-METRIC_TITLES = {
-    "psnr": "PSNR",
-    "ssimc": "SSIM",
-    "ssim": "SSIM-Y",
-    "lpips": "LPIPS",
-    "lpips-vgg": "LPIPS-VGG",
-}
-
-
-@dataclass
-class Column:
-    key: str  # the CSV header
-    title: str
-    group: str = ""
-    fmt: str = "{}"
-    lower_better: bool | None = None  # None: no best value is marked in this column
-
-
-@dataclass
-class Table:
-    name: str  # file stem under tables/
-    title: str
-    columns: list[Column]
-    rows: list[list] = field(default_factory=list)  # cells: float, int, str, or None (missing)
-    ranked: list[bool] = field(default_factory=list)  # rows that compete for the best value
-    breaks: list[int] = field(default_factory=list)  # row indices a rule is drawn above
-    notes: list[str] = field(default_factory=list)
-    document: bool = True  # shown in report.md/html; otherwise written as CSV only
-
-    def add(self, row: list, ranked: bool = False, rule: bool = False) -> None:
-        if rule and self.rows:
-            self.breaks.append(len(self.rows))
-        self.rows.append(row)
-        self.ranked.append(ranked)
-
-
-# ----------------------------------------------------------------------------- cells and best values
-
-
-def metric_title(name: str) -> str:
-    return METRIC_TITLES.get(name, name.upper())
-
-
-def metric_format(name: str) -> str:
-    return "{:.2f}" if name.startswith("psnr") else "{:.4f}"
-
-
-def ordered_metrics(names) -> list[str]:
-    return sorted(
-        set(names), key=lambda m: (METRIC_ORDER.index(m) if m in METRIC_ORDER else len(METRIC_ORDER), m)
-    )
-
-
-@cache
-def lower_better(metric: str) -> bool:
-    """pyiqa's direction of ``metric`` (``val/psnr`` reads as ``psnr``); names pyiqa does not know rank higher-first."""
-    from demoe.metrics.scorers import MetricError, availability
-
-    name = metric.rpartition("/")[2]
-    try:
-        return availability([name])[name].lower_better
-    except MetricError:
-        return False
-
-
-def format_cell(value, column: Column) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return MISSING
-    if isinstance(value, float):
-        return column.fmt.format(value)
-    return str(value)
-
-
-def best_cells(table: Table) -> set[tuple[int, int]]:
-    """(row, column) of the best value of each ranked column among ranked rows; ties (as printed) all marked."""
-    marked = set()
-    for j, column in enumerate(table.columns):
-        if column.lower_better is None:
-            continue
-        values = {
-            i: float(column.fmt.format(row[j]))
-            for i, row in enumerate(table.rows)
-            if table.ranked[i] and isinstance(row[j], float) and not math.isnan(row[j])
-        }
-        if len(values) < 2:
-            continue
-        best = (min if column.lower_better else max)(values.values())
-        marked |= {(i, j) for i, v in values.items() if v == best}
-    return marked
-
-
-def arrow(column: Column) -> str:
-    return "" if column.lower_better is None else ("↓" if column.lower_better else "↑")
-
-
-# ----------------------------------------------------------------------------- formats
-
-
-def to_markdown(table: Table) -> str:
-    best = best_cells(table)
-    header = [" ".join(p for p in (c.group, c.title + arrow(c)) if p) for c in table.columns]
-    align = ["---:" if is_numeric(table, j) else "---" for j in range(len(table.columns))]
-    lines = [f"| {' | '.join(header)} |", f"| {' | '.join(align)} |"]
-    for i, row in enumerate(table.rows):
-        cells = []
-        for j, column in enumerate(table.columns):
-            text = format_cell(row[j], column).replace("|", "\\|")
-            cells.append(f"**{text}**" if (i, j) in best else text)
-        lines.append(f"| {' | '.join(cells)} |")
-    return "\n".join(lines) + "\n"
-
-
-def is_numeric(table: Table, j: int) -> bool:
-    """Whether column ``j`` holds numbers (right-aligned) rather than names."""
-    column = table.columns[j]
-    if column.lower_better is not None or column.fmt != "{}":
-        return True
-    return any(isinstance(row[j], float | int) and not isinstance(row[j], bool) for row in table.rows)
-
-
-TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_"}
-TEX_ESCAPES |= {"{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "−": "$-$"}
-TEX_ESCAPES |= {"↑": r"$\uparrow$", "↓": r"$\downarrow$"}
-
-
-def tex_escape(text: str) -> str:
-    return "".join(TEX_ESCAPES.get(ch, ch) for ch in text)
-
-
-def to_latex(table: Table) -> str:
-    """A booktabs ``table`` float: group headers spanning their columns, the best values in bold."""
-    best = best_cells(table)
-    spec = "".join("r" if is_numeric(table, j) else "l" for j in range(len(table.columns)))
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        rf"\caption{{{tex_escape(table.title)}}}",
-        rf"\label{{tab:{table.name}}}",
-        r"\small",
-        rf"\begin{{tabular}}{{{spec}}}",
-        r"\toprule",
-    ]
-    groups = column_groups(table.columns)
-    if any(g for g, _, _ in groups):
-        cells, rules = [], []
-        for group, start, width in groups:
-            if group:
-                cells.append(rf"\multicolumn{{{width}}}{{c}}{{{tex_escape(group)}}}")
-                rules.append(rf"\cmidrule(lr){{{start + 1}-{start + width}}}")
-            else:
-                cells += [""] * width
-        lines += [" & ".join(cells) + r" \\", " ".join(rules)]
-    tex_arrow = {"↑": r"$\uparrow$", "↓": r"$\downarrow$", "": ""}
-    lines.append(" & ".join(tex_escape(c.title) + tex_arrow[arrow(c)] for c in table.columns) + r" \\")
-    lines.append(r"\midrule")
-    for i, row in enumerate(table.rows):
-        if i in table.breaks:
-            lines.append(r"\midrule")
-        cells = []
-        for j, column in enumerate(table.columns):
-            text = tex_escape(format_cell(row[j], column))
-            cells.append(rf"\textbf{{{text}}}" if (i, j) in best else text)
-        lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    if table.notes:
-        lines.append(r"\par\smallskip\footnotesize " + tex_escape(" ".join(table.notes)))
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
-
-
-def column_groups(columns: list[Column]) -> list[tuple[str, int, int]]:
-    """Runs of adjacent columns sharing a group: (group, first index, width)."""
-    out: list[tuple[str, int, int]] = []
-    for i, column in enumerate(columns):
-        if out and out[-1][0] == column.group and column.group:
-            group, start, width = out[-1]
-            out[-1] = (group, start, width + 1)
-        else:
-            out.append((column.group, i, 1))
-    return out
-
-
-def to_csv(table: Table) -> str:
-    """Machine-readable: headers are the columns' keys, numbers at six decimals, missing as ``n/a``."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([c.key for c in table.columns])
-    for row in table.rows:
-        writer.writerow(
-            [
-                MISSING
-                if v is None or (isinstance(v, float) and math.isnan(v))
-                else f"{v:.6f}"
-                if isinstance(v, float)
-                else v
-                for v in row
-            ]
-        )
-    return buffer.getvalue()
-
-
-# ----------------------------------------------------------------------------- the tables
 
 
 def _metric_columns(metrics: list[str], group: str, prefix: str) -> list[Column]:
@@ -643,7 +442,3 @@ def expert_usage_table(evals: list[EvalRun]) -> Table | None:
                 for block, counts in enumerate(blocks):
                     table.add([run.label, run.bench, mode, label, block, *counts])
     return table if table.rows else None
-
-
-def slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_.@" else "-" for ch in text)

@@ -160,3 +160,54 @@ def test_identity_scores_the_blurred_input_under_the_benchmarks_crop_border(tmp_
             pair = root / "defocus"
             expected = _psnr_8bit(pair / "blur" / f"{i}.png", pair / "sharp" / f"{i}.png", border)
             assert identity[f"defocus/{i}"] == pytest.approx(expected, abs=1e-4)
+
+
+def _evaluate_as_rank(rank: int, port: int, bench: str, tmp: str, answers) -> None:
+    """One torchrun-like rank of a 2-process gloo evaluation; rank 1 scores slowly, so rank 0 finishes
+    its own shard first and sees rank 1's records only through the gather."""
+    import os
+    import time
+
+    import demoe.jobs.evaluate as evaluate_module
+
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    if rank == 1:
+        score_loader = evaluate_module.score_loader
+
+        def slow_score_loader(*args, **kwargs):
+            for scored in score_loader(*args, **kwargs):
+                time.sleep(1.0)
+                yield scored
+
+        evaluate_module.score_loader = slow_score_loader
+    result = evaluate_module.evaluate(tiny_eval_config(Path(tmp), bench, routing=["auto"]))
+    answers.put((rank, None if result is None else (result.summary("auto").images, result.timing.world_size)))
+
+
+def test_two_ranks_each_score_their_shard_and_rank_0_summarises_all_images(tmp_path):
+    import socket
+
+    import numpy as np
+    import torch.multiprocessing as mp
+
+    write_pairs(tmp_path / "bench", 4, np.random.default_rng(0))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    answers = ctx.Queue()
+    ranks = [
+        ctx.Process(target=_evaluate_as_rank, args=(r, port, str(tmp_path / "bench"), str(tmp_path), answers))
+        for r in (0, 1)
+    ]
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout=120)
+    assert [p.exitcode for p in ranks] == [0, 0]
+    got = dict(answers.get(timeout=5) for _ in ranks)
+    assert got == {0: (4, 2), 1: None}, "rank 0 summarises the 4 images of both shards"
+    per_rank = sorted(p.name for p in (tmp_path / "out").glob("records*.jsonl"))
+    assert len(per_rank) == 2, per_rank

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from demoe.report import tables
+from demoe.report import formats, tables
 from demoe.report.collect import add_costs
 from demoe.vocab import TASKS
 
@@ -15,8 +15,8 @@ def per_image(folder) -> pd.DataFrame:
     return pd.read_parquet(folder / "per_image.parquet")
 
 
-def read_csv(table: tables.Table) -> pd.DataFrame:
-    return pd.read_csv(io.StringIO(tables.to_csv(table)), keep_default_na=False)
+def read_csv(table: formats.Table) -> pd.DataFrame:
+    return pd.read_csv(io.StringIO(formats.to_csv(table)), keep_default_na=False)
 
 
 def test_main_table_is_the_mean_of_the_per_image_values(collection, store):
@@ -45,7 +45,7 @@ def test_a_metric_that_could_not_run_is_na_everywhere_never_zero(collection):
     main = tables.main_table(collection)
     csv = read_csv(main)
     assert set(csv["mini-aio/lpips"]) == {"n/a"} and set(csv["plain/lpips"]) == {"n/a"}
-    markdown = tables.to_markdown(main)
+    markdown = formats.to_markdown(main)
     lpips_columns = [i for i, c in enumerate(main.columns) if c.key.endswith("/lpips")]
     for line in markdown.splitlines()[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -64,7 +64,7 @@ def test_the_average_needs_every_benchmark(collection):
 
 def test_best_value_per_column_follows_the_metric_direction(collection):
     main = tables.main_table(collection)
-    marked = tables.best_cells(main)
+    marked = formats.best_cells(main)
     for j, column in enumerate(main.columns):
         values = [
             (i, row[j]) for i, row in enumerate(main.rows) if main.ranked[i] and isinstance(row[j], float)
@@ -76,7 +76,7 @@ def test_best_value_per_column_follows_the_metric_direction(collection):
         assert {i for i, c in marked if c == j} == {
             i for i, v in values if round(v, 2 if "psnr" in column.key else 4) == best
         }
-    assert tables.lower_better("lpips") and not tables.lower_better("psnr")
+    assert formats.lower_better("lpips") and not formats.lower_better("psnr")
 
 
 def test_per_task_table_groups_the_per_image_values_by_label(collection, store):
@@ -143,7 +143,7 @@ def test_k_sweep_compares_the_two_k_of_one_checkpoint(collection):
 
 
 def test_latex_is_booktabs_with_escaped_names(collection):
-    tex = tables.to_latex(tables.main_table(collection))
+    tex = formats.to_latex(tables.main_table(collection))
     assert tex.count(r"\toprule") == 1 and tex.count(r"\bottomrule") == 1
     assert r"\multicolumn{3}{c}{mini-aio}" in tex and r"low\_light" in tex
     assert r"PSNR$\uparrow$" in tex and r"LPIPS$\downarrow$" in tex
@@ -176,6 +176,6 @@ def test_the_papers_figures_stand_beside_ours_labelled_and_never_ranked(collecti
     assert float(row["mini-aio/psnr"]) == 99.5 and float(row["mini-aio/ssimc"]) == 0.9123
     assert row["plain/psnr"] == "n/a" and row["mini-aio/lpips"] == "n/a"
     paper_row = [i for i, r in enumerate(main.rows) if r[0] == "DeMoE-tiny (paper)"][0]
-    assert not any(i == paper_row for i, _ in tables.best_cells(main))
-    assert "**99.50**" not in tables.to_markdown(main) and "99.50" in tables.to_markdown(main)
+    assert not any(i == paper_row for i, _ in formats.best_cells(main))
+    assert "**99.50**" not in formats.to_markdown(main) and "99.50" in formats.to_markdown(main)
     add_costs(collection)

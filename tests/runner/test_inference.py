@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from demoe.net import DeMoE, DenseNAFNet, reference
 from demoe.net.blocks import NAFBlock
-from demoe.perf import seeded_network
+from demoe.perf.networks import seeded_network
 from demoe.registry import zoo
 from demoe.registry.checkpoints import load_weights
 from demoe.runner import inference
