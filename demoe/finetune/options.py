@@ -70,8 +70,8 @@ DEFAULTS: dict = {
         "save_checkpoint_freq": 500,  # steps between saves of latest.pt and the training state
         "keep_checkpoint_freq": None,  # also keep models/step_N.pt every N steps
         "experiment": None,  # MLflow experiment name
-        "register_model": None,  # also register the best checkpoint as this MLflow model
-        "model_alias": "latest",
+        "register_model": None,  # the MLflow model the best checkpoint becomes a version of (default: name; false: none)
+        "model_alias": None,  # an alias set on that version (MLflow reserves "latest": models:/NAME/latest is built in)
     },
     "path": {"pretrain_network_g": None, "experiments_root": "runs"},
 }

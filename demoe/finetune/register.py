@@ -1,5 +1,6 @@
 """A finished finetuning's best checkpoint becomes a zoo entry (``demoe-eval run --model NAME`` works at
-once) and, when asked, a version of a registered MLflow model."""
+once) and, when MLflow tracks the run, a version of the registered MLflow model of the same name (the
+zoo entry names that version)."""
 
 from pathlib import Path
 
@@ -83,17 +84,32 @@ def register(
             "bench": str(cfg["datasets"]["val"]["bench"]),
             **{k: round(float(v), 4) for k, v in validation.items()},
         }
+    tracker.artifact(best, "best")
+    made = {"best": str(best)}
+    model_name = registered_model_name(cfg)
+    if model_name:
+        version = tracker.register(model_name, cfg["logger"]["model_alias"], "best")
+        if version is not None:
+            made["mlflow_model_version"] = version
+            info["mlflow_model"] = f"models:/{model_name}/{version}"
     zoo_dir = Path(opts.zoo_dir or demoe_home() / "zoo")
     description = cfg["description"] or f"{start.arch} trained with demoe-eval finetune ({cfg['name']})."
     licence = weights_licence(start.entry, start.weights)
     entry = register_zoo_entry(
         zoo_dir, cfg["name"], start.arch, start.kwargs, best, description, info, licence
     )
-    made = {"best": str(best), "zoo_entry": str(entry)}
+    made["zoo_entry"] = str(entry)
     print(f"finished: best {best} registered as zoo model {cfg['name']!r} in {entry}", flush=True)
-    tracker.artifact(best, "best")
+    if "mlflow_model_version" in made:
+        print(f"and as MLflow model {info['mlflow_model']}", flush=True)
     tracker.artifact(entry, "zoo")
-    if cfg["logger"]["register_model"]:
-        version = tracker.register(cfg["logger"]["register_model"], cfg["logger"]["model_alias"], "best")
-        made["mlflow_model_version"] = version
     return made
+
+
+def registered_model_name(cfg: dict) -> str | None:
+    """The MLflow model the best checkpoint becomes a version of: ``logger.register_model``, by default
+    the run's name; ``false`` registers in the zoo only."""
+    name = cfg["logger"]["register_model"]
+    if name is False:
+        return None
+    return str(name or cfg["name"])

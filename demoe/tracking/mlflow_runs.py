@@ -22,7 +22,7 @@ import yaml
 
 from demoe.errors import DemoeError
 from demoe.records import EvalResult
-from demoe.tracking.results import ARTIFACTS, read_results
+from demoe.tracking.results import ARTIFACTS, read_results, versions
 
 EVAL, SWEEP, FINETUNE = "eval", "sweep", "finetune"
 DEFAULT_STORE = "sqlite:///mlflow.db"  # MLflow's own default: a SQLite file in the working folder
@@ -123,6 +123,50 @@ def eval_tags(folder: Path, result: EvalResult) -> dict[str, str]:
     return tags
 
 
+def mode_metrics(summary) -> dict[str, float]:
+    """A child run's metrics: the pyiqa metrics, routing accuracy, seconds per image, images."""
+    metrics = dict(summary.metrics)
+    for key in ("routing_accuracy", "seconds_per_image"):
+        if getattr(summary, key) is not None:
+            metrics[key] = getattr(summary, key)
+    metrics["images"] = summary.images
+    return metrics
+
+
+def headline_metrics(result: EvalResult) -> dict[str, float]:
+    """The parent run's metrics, so that MLflow's runs table shows every mode without opening children:
+    ``MODE/METRIC`` (``auto/psnr``, ``oracle/lpips``, ``identity/ssimc``, ``auto/routing_accuracy``)."""
+    return {
+        f"{mode}/{name}": value
+        for mode, summary in result.results.items()
+        for name, value in mode_metrics(summary).items()
+        if name != "images"
+    }
+
+
+def benchmark_dataset(result: EvalResult):
+    """The benchmark as an MLflow dataset input: its name and split, its fingerprint as the digest."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    return MetaDataset(
+        LocalArtifactDatasetSource(result.bench_info.root),
+        name=f"{result.bench}/{result.split}",
+        digest=result.bench_info.fingerprint[:36],
+    )
+
+
+def source_tags(installed: dict) -> dict[str, str]:
+    """MLflow's source tags naming demoe-eval itself: its own commit from a checkout, else its version
+    (MLflow would otherwise record the commit of whatever repository the command was started in)."""
+    commit, version = installed.get("git_commit"), installed.get("demoe-eval")
+    return {
+        "mlflow.source.name": "demoe-eval",
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.git.commit": commit or f"demoe-eval {version or 'unknown version'}",
+    }
+
+
 def _log_results(folder: Path, result: EvalResult, tracking_uri, experiment, parent_run_id) -> str:
     import mlflow
 
@@ -140,25 +184,23 @@ def _log_results(folder: Path, result: EvalResult, tracking_uri, experiment, par
     parent_tags = tags | {"demoe.results_digest": digest}
     if parent_run_id:
         parent_tags["mlflow.parentRunId"] = parent_run_id
+    parent_tags |= source_tags(result.versions)
     with mlflow.start_run(run_name=result.run_name, tags=parent_tags) as parent:
         mlflow.log_params(flat_params({"config": result.config, "protocol": result.protocol}))
+        mlflow.log_metrics(headline_metrics(result))
+        mlflow.log_input(benchmark_dataset(result), context=result.split)
         for name in ARTIFACTS:
             if (folder / name).exists():
                 mlflow.log_artifact(str(folder / name))
         if (folder / "samples").is_dir():
             mlflow.log_artifacts(str(folder / "samples"), artifact_path="samples")
         for mode, summary in result.results.items():
-            metrics = dict(summary.metrics)
-            for key in ("routing_accuracy", "seconds_per_image"):
-                if getattr(summary, key) is not None:
-                    metrics[key] = getattr(summary, key)
-            metrics["images"] = summary.images
             with mlflow.start_run(
                 run_name=f"{result.run_name}:{mode}",
                 nested=True,
                 tags={**tags, "demoe.routing": mode, "mlflow.parentRunId": parent.info.run_id},
             ):
-                mlflow.log_metrics(metrics)
+                mlflow.log_metrics(mode_metrics(summary))
         return parent.info.run_id
 
 
@@ -168,7 +210,7 @@ def start_sweep(name: str, doc: dict, tracking_uri: str | None, experiment: str 
 
     try:
         set_tracking(tracking_uri, experiment_name(experiment))
-        with mlflow.start_run(run_name=name, tags={"demoe.kind": SWEEP}) as run:
+        with mlflow.start_run(run_name=name, tags={"demoe.kind": SWEEP} | source_tags(versions())) as run:
             mlflow.log_params(flat_params({"sweep": doc}))
             mlflow.log_text(yaml.safe_dump(doc, sort_keys=False), "sweep.yaml")
             return run.info.run_id
@@ -209,7 +251,7 @@ class FinetuneTracker:
             if run_id:
                 mlflow.start_run(run_id=run_id)
             else:
-                mlflow.start_run(run_name=name, tags=tags)
+                mlflow.start_run(run_name=name, tags=tags | source_tags(versions()))
                 mlflow.log_params(flat_params({"config": config}))
                 mlflow.log_text(config_text, "config.yaml")
             return mlflow.active_run().info.run_id

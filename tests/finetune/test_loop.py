@@ -269,6 +269,29 @@ def test_finished_run_becomes_a_zoo_entry_that_loads(tmp_path):
     assert saved["train"]["total_iter"] == 2 and saved["datasets"]["train"]["bench"] == str(bench)
 
 
+def test_a_tracked_run_registers_its_best_checkpoint_as_an_mlflow_model_version_the_zoo_entry_names(tmp_path):
+    from mlflow import MlflowClient
+
+    bench = make_task_bench(tmp_path / "bench", per_task=2)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = resolve_config(tiny_config(bench, total=1))
+    options = RunOptions(run_dir=tmp_path / "run", tracking_uri=uri, zoo_dir=tmp_path / "zoo")
+    result = finetune(cfg, options)
+    client = MlflowClient(uri)
+    version = client.get_model_version("tiny-ft", result["mlflow_model_version"])
+    entry = yaml.safe_load(Path(result["zoo_entry"]).read_text())
+    assert entry["info"]["mlflow_model"] == f"models:/tiny-ft/{version.version}"
+    assert version.run_id == entry["info"]["run_id"]
+    assert client.get_latest_versions("tiny-ft")[0].version == version.version
+
+    cfg = resolve_config(tiny_config(bench, total=1, logger={"register_model": False}))
+    unregistered = finetune(
+        cfg, RunOptions(run_dir=tmp_path / "run2", tracking_uri=uri, zoo_dir=tmp_path / "z2")
+    )
+    assert "mlflow_model_version" not in unregistered
+    assert len(client.search_model_versions("name = 'tiny-ft'")) == 1
+
+
 def test_resume_refuses_other_settings_and_a_missing_state(tmp_path):
     bench = make_task_bench(tmp_path / "bench")
     with pytest.raises(TrainError, match="holds no training_state.pt"):

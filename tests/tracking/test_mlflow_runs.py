@@ -44,3 +44,48 @@ def test_logging_the_same_results_folder_twice_makes_one_run(results_folder, tmp
         [client.get_experiment_by_name("twice").experiment_id], f"tags.mlflow.parentRunId = '{first}'"
     )
     assert sorted(r.data.tags["demoe.routing"] for r in children) == ["auto", "identity", "oracle"]
+
+
+def test_the_parent_run_shows_every_modes_headline_metrics(results_folder, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = log_results(results_folder, uri, "headline")
+    client = MlflowClient(uri)
+    parent = client.get_run(run_id).data.metrics
+    children = client.search_runs(
+        [client.get_experiment_by_name("headline").experiment_id], f"tags.mlflow.parentRunId = '{run_id}'"
+    )
+    by_mode = {c.data.tags["demoe.routing"]: c.data.metrics for c in children}
+    assert {"auto/psnr", "oracle/psnr", "identity/psnr", "auto/routing_accuracy"} <= set(parent)
+    for mode, metrics in by_mode.items():
+        assert parent[f"{mode}/psnr"] == metrics["psnr"]
+    assert parent["auto/routing_accuracy"] == by_mode["auto"]["routing_accuracy"]
+
+
+def test_the_benchmark_is_the_runs_dataset_input_with_its_fingerprint_as_digest(results_folder, tmp_path):
+    from demoe.tracking.results import read_results
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = MlflowClient(uri).get_run(log_results(results_folder, uri, "inputs"))
+    result = read_results(results_folder)
+    [dataset_input] = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == f"{result.bench}/{result.split}"
+    assert dataset_input.dataset.digest == result.bench_info.fingerprint
+    assert [t.value for t in dataset_input.tags if t.key == "mlflow.data.context"] == [result.split]
+
+
+def test_the_source_commit_is_demoe_evals_own(results_folder, tmp_path, monkeypatch):
+    """A run records demoe-eval's commit (from its checkout) or version, never the commit of the
+    repository the user happens to work in."""
+    import subprocess
+
+    elsewhere = tmp_path / "someone-elses-repo"
+    elsewhere.mkdir()
+    subprocess.run(["git", "init", "-q", str(elsewhere)], check=True)
+    monkeypatch.chdir(elsewhere)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tags = MlflowClient(uri).get_run(log_results(results_folder, uri, "source")).data.tags
+    from demoe.tracking.results import read_results, source_commit
+
+    installed = read_results(results_folder).versions
+    expected = source_commit() or f"demoe-eval {installed['demoe-eval']}"
+    assert tags["mlflow.source.git.commit"] == expected and tags["mlflow.source.name"] == "demoe-eval"
