@@ -24,7 +24,7 @@ LAYERS = [
     ["registry"],
     ["net"],
     ["config", "runtime", "records"],
-    ["vocab", "fileio", "paths", "errors", "__init__"],
+    ["vocab", "fileio", "paths", "errors", "progress", "__init__"],
 ]
 LAYER_OF = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 MAX_MODULE_LINES = 500

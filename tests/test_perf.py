@@ -85,3 +85,18 @@ def test_sizes_must_be_integers(tmp_path):
     result = perf_cli("--sizes", "256,big", cwd=tmp_path)
     assert result.returncode == 2
     assert "expected comma-separated integers" in result.stderr
+
+
+def test_quick_and_full_together_are_a_usage_error(tmp_path):
+    result = perf_cli("--quick", "--full", cwd=tmp_path)
+    assert result.returncode == 2 and "--quick and --full" in result.stderr
+    assert not (tmp_path / "perf.json").exists()
+
+
+def test_the_default_run_times_each_measurement_once_and_full_is_the_sweep():
+    from demoe.perf import PerfConfig, full_config
+
+    default, full = PerfConfig(), full_config(sizes=[256])
+    assert (default.batches, default.repeats, default.pipeline_images) == ([1], 3, 10)
+    assert (full.batches, full.repeats, full.pipeline_images, full.sizes) == ([1, 4], 5, 40, [256])
+    assert default.large_image == full.large_image and default.precisions == full.precisions

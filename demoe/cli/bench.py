@@ -1,7 +1,6 @@
 """``demoe-eval bench list / show / check / make``."""
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +24,9 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-@bench.command("list")
+@bench.command(
+    "list", epilog=options.examples("demoe-eval bench list", "demoe-eval bench list --data-root /data/deblur")
+)
 @options.data_root
 @options.bench_dirs
 def bench_list(data_root: Path | None, bench_dirs: tuple[Path, ...]) -> None:
@@ -55,7 +56,9 @@ def bench_list(data_root: Path | None, bench_dirs: tuple[Path, ...]) -> None:
     options.print_table(rows, ["name", "task", "split", "expected", "found", "root"])
 
 
-@bench.command("show")
+@bench.command(
+    "show", epilog=options.examples("demoe-eval bench show DRMI", "demoe-eval bench show path/to/folder")
+)
 @click.argument("name")
 @options.data_root
 @options.bench_dirs
@@ -105,7 +108,10 @@ def bench_show(name: str, data_root: Path | None, bench_dirs: tuple[Path, ...]) 
     )
 
 
-@bench.command("check")
+@bench.command(
+    "check",
+    epilog=options.examples("demoe-eval bench check aio-synth", "demoe-eval bench check DPDD --pixels"),
+)
 @click.argument("name")
 @click.option("--split", default=None, help="Split to check (default: the benchmark's test split).")
 @click.option("--pixels", is_flag=True, help="Decode every image too (slow), not only the headers.")
@@ -143,7 +149,13 @@ def bench_check(
         )
 
 
-@bench.command("make")
+@bench.command(
+    "make",
+    epilog=options.examples(
+        "demoe-eval bench make aio-synth",
+        "demoe-eval bench make --psf psf.npy --input sharp/ --out my_bench --poisson 0.01",
+    ),
+)
 @click.argument("name", required=False)
 @click.option("--psf", "psf_path", type=click.Path(path_type=Path), help="PSF as .npy: HxW, HxWx3 or 3xHxW.")
 @click.option("--input", "input_dir", type=click.Path(path_type=Path), help="Folder of sharp images.")
@@ -204,7 +216,7 @@ def bench_make(
         raise click.UsageError(f"missing {', '.join(missing)}; or give NAME aio-synth")
     from demoe.data.psf import make_pairs  # scipy, as above
 
-    out = make_pairs(psf_path, input_dir, out_dir, poisson, gaussian, seed, progress=sys.stderr.isatty())
+    out = make_pairs(psf_path, input_dir, out_dir, poisson, gaussian, seed, progress=True)
     pairs = len(list((out / "blur").glob("*.png")))
     noun = "pair" if pairs == 1 else "pairs"
     click.echo(f"{pairs} {noun} in {out} (manifest {out / 'benchmark.yaml'}); evaluate with --bench {out}")

@@ -170,7 +170,7 @@ def run(tracking: bool, tracking_uri, experiment, nproc, experiment_file, **give
             name = str(doc.get("name", Path(experiment_file).stem))
             parent = mlflow_runs.start_sweep(name, doc, tracking_uri, experiment)
     for one in configs:
-        result = evaluate(one, progress=sys.stderr.isatty())
+        result = evaluate(one, progress=True)
         if result is None:
             continue
         print_result(result)

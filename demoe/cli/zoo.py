@@ -1,6 +1,5 @@
 """``demoe-eval zoo list / show / fetch``."""
 
-import sys
 from pathlib import Path
 
 import click
@@ -102,6 +101,6 @@ def zoo_show(name: str, zoo_dirs: tuple[Path, ...]) -> None:
 def zoo_fetch(name: str, force: bool, zoo_dirs: tuple[Path, ...]) -> None:
     """Download a model's checkpoint into $DEMOE_HOME/checkpoints, verifying its size and sha256."""
     entry = zoo_lib.get_entry(name, zoo_lib.load_zoo(zoo_lib.zoo_dirs(zoo_dirs)))
-    path = download.fetch(entry, progress=sys.stderr.isatty(), force=force)
+    path = download.fetch(entry, progress=True, force=force)
     verified = "sha256 verified" if entry.checkpoint.sha256 else "no sha256 in the zoo entry: NOT verified"
     click.echo(f"{entry.name}: {path} ({verified})")

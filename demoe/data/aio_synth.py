@@ -18,7 +18,6 @@ run is never taken for a finished one and two processes starting at once generat
 import fcntl
 import json
 import shutil
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +30,7 @@ from demoe.data.psf import write_png
 from demoe.errors import DemoeError
 from demoe.fileio import atomic_write_text, sha256_file
 from demoe.paths import demoe_home
+from demoe.progress import bar as progress_bar
 from demoe.vocab import TASKS
 
 GENERATOR_VERSION = "1"
@@ -167,21 +167,22 @@ def _pair_name(item: dict) -> str:
 
 def _write_set(folder: Path, seed: int, subset: int | None, progress: bool) -> dict:
     import skimage
-    from tqdm import tqdm
 
     plan = _pair_plan(subset)
     files = {name: _source_file(name) for sources in SPLITS.values() for name in sources}
     images = {name: read_image(path) for name, path in files.items()}
     pairs = []
-    for item in tqdm(plan, desc=f"generating {NAME}", unit="pair", file=sys.stderr, disable=not progress):
-        sharp, blurred, info = _make_pair(images[item["source"]], item, seed)
-        name = _pair_name(item)
-        task_dir = folder / item["split"] / item["task"]
-        write_png(task_dir / "sharp" / f"{name}.png", sharp)
-        write_png(task_dir / "blur" / f"{name}.png", blurred)
-        pairs.append(
-            {"name": name, "task": item["task"], "split": item["split"], "source": item["source"], **info}
-        )
+    with progress_bar(len(plan), f"generating {NAME}", "pair", enabled=progress) as bar:
+        for item in plan:
+            sharp, blurred, info = _make_pair(images[item["source"]], item, seed)
+            name = _pair_name(item)
+            task_dir = folder / item["split"] / item["task"]
+            write_png(task_dir / "sharp" / f"{name}.png", sharp)
+            write_png(task_dir / "blur" / f"{name}.png", blurred)
+            pairs.append(
+                {"name": name, "task": item["task"], "split": item["split"], "source": item["source"], **info}
+            )
+            bar.update()
     wild = folder / "wild" / WILD
     wild.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_source_file(WILD), wild)

@@ -6,7 +6,6 @@ tiles (each output tile from its input tile plus the PSF's reach, i.e. overlap-s
 working memory is bounded by the tile size and a 4000x3000 photo convolves in a few hundred MB.
 """
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from scipy.signal import fftconvolve
 from demoe.data.images import read_image
 from demoe.errors import DemoeError
 from demoe.fileio import atomic_write_text, sha256_file
+from demoe.progress import bar as progress_bar
 from demoe.registry.benchmarks import IMAGE_PATTERNS
 
 IMAGE_SUFFIXES = frozenset(p.removeprefix("*") for p in IMAGE_PATTERNS)
@@ -167,6 +167,16 @@ def _describe(
     )
 
 
+def _blur_one(
+    path: Path, index: int, psf: np.ndarray, out_dir: Path, poisson: float, gaussian: float, seed: int
+) -> None:
+    sharp = read_image(path)
+    blurred = apply_psf(srgb_to_linear(sharp), psf)
+    blurred = poisson_gaussian_noise(blurred, poisson, gaussian, np.random.default_rng([seed, index]))
+    write_png(out_dir / "sharp" / f"{path.stem}.png", sharp)
+    write_png(out_dir / "blur" / f"{path.stem}.png", linear_to_srgb(blurred))
+
+
 def make_pairs(
     psf_path: Path,
     input_dir: Path,
@@ -178,8 +188,6 @@ def make_pairs(
 ) -> Path:
     """Blur every image of ``input_dir`` with the PSF of ``psf_path`` into the benchmark folder ``out_dir``
     (``blur/``, ``sharp/``, ``benchmark.yaml``, written last); returns ``out_dir``."""
-    from tqdm import tqdm
-
     psf_path, input_dir, out_dir = Path(psf_path), Path(input_dir), Path(out_dir)
     if poisson < 0 or gaussian < 0:
         raise PsfError(f"--poisson {poisson:g} / --gaussian {gaussian:g}: noise levels must be >= 0")
@@ -187,14 +195,10 @@ def make_pairs(
     images = _input_images(input_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise PsfError(f"--out {out_dir}: folder is not empty; choose a new folder or empty it")
-    for index, path in enumerate(
-        tqdm(images, desc="bench make", unit="image", file=sys.stderr, disable=not progress)
-    ):
-        sharp = read_image(path)
-        blurred = apply_psf(srgb_to_linear(sharp), psf)
-        blurred = poisson_gaussian_noise(blurred, poisson, gaussian, np.random.default_rng([seed, index]))
-        write_png(out_dir / "sharp" / f"{path.stem}.png", sharp)
-        write_png(out_dir / "blur" / f"{path.stem}.png", linear_to_srgb(blurred))
+    with progress_bar(len(images), "bench make", "image", enabled=progress) as bar:
+        for index, path in enumerate(images):
+            _blur_one(path, index, psf, out_dir, poisson, gaussian, seed)
+            bar.update()
     manifest = {
         "name": out_dir.resolve().name,
         "description": _describe(psf_path, psf, len(images), input_dir, poisson, gaussian, seed),

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from demoe.data import samples
 from demoe.data.dataset import PairedImageDataset
 from demoe.data.images import image_size, read_image
 from demoe.data.pairs import Benchmark, CheckReport, check, good_pairs, resolve
@@ -21,6 +21,7 @@ from demoe.fileio import sha256_file
 from demoe.metrics.scorers import MetricSet, Protocol
 from demoe.metrics.summary import summarize
 from demoe.net import has_router
+from demoe.progress import bar as progress_bar
 from demoe.records import BenchInfo, EvalResult, ModelInfo, Timing
 from demoe.registry import build, zoo
 from demoe.runner import inference
@@ -181,18 +182,13 @@ def run_key(cfg: EvalConfig, setup: Setup) -> dict:
 
 
 def samples_to_save(pairs: list, modes: list[str], per_label: int, folder: Path) -> set[str]:
-    """Names of the first ``per_label`` pairs of each blur label (of all pairs where there are no labels)
-    whose samples are not all in ``folder`` yet: these are restored even where their scores exist."""
-    first: dict = {}
-    for pair in pairs:
-        if len(first.setdefault(pair.label, [])) < per_label:
-            first[pair.label].append(pair.name)
+    """Names of ``per_label`` varied pairs of each blur label (``samples.varied_pairs``) whose samples
+    are not all in ``folder`` yet: these are restored even where their scores exist."""
     tags = ["blurred", *(m for m in modes if m != IDENTITY)]
     return {
-        name
-        for names in first.values()
-        for name in names
-        if not all(sample_path(folder, name, tag).is_file() for tag in tags)
+        pair.name
+        for pair in (samples.varied_pairs(pairs, per_label) if per_label else [])
+        if not all(sample_path(folder, pair.name, tag).is_file() for tag in tags)
     }
 
 
@@ -248,12 +244,8 @@ def evaluate(cfg: EvalConfig, progress: bool = False) -> EvalResult | None:
     started = time.perf_counter()
     forward_seconds, psnr = 0.0, []
     records_file = RecordsFile(out, dist_info.rank)
-    bar = tqdm(
-        total=len(todo),
-        unit="img",
-        desc=f"{cfg.model}@{setup.bench.spec.name}",
-        disable=not (progress and dist_info.is_main),
-        dynamic_ncols=True,
+    bar = progress_bar(
+        len(todo), f"{cfg.model}@{setup.bench.spec.name}", "img", progress and dist_info.is_main
     )
     with bar:
         for scored in score_loader(

@@ -52,6 +52,12 @@ def save_figure(fig, path: Path) -> list[Path]:
     return written
 
 
+def same_in_every_block(usage: dict[str, list[list[int]]]) -> bool:
+    """True when every MoE block chose the same experts for every label (one routing decision per
+    image, as DeMoE's router makes): one panel then says all."""
+    return all(all(block == counts[0] for block in counts) for counts in usage.values())
+
+
 def expert_usage_figure(
     usage: dict[str, list[list[int]]], title: str = "", images: dict[str, int] | None = None
 ):
@@ -64,8 +70,9 @@ def expert_usage_figure(
 
     plt = pyplot()
     labels = task_order(usage)
-    blocks = len(next(iter(usage.values())))
-    fig, axes = plt.subplots(1, blocks, figsize=(3.2 * blocks, 3.0), sharey=True, squeeze=False)
+    once = same_in_every_block(usage)
+    blocks = 1 if once else len(next(iter(usage.values())))
+    fig, axes = plt.subplots(1, blocks, figsize=(max(4.2, 3.2 * blocks), 3.0), sharey=True, squeeze=False)
     width = 0.8 / max(1, len(labels))
     x = np.arange(len(TASKS))
     for b, ax in enumerate(axes[0]):
@@ -80,7 +87,8 @@ def expert_usage_figure(
                 color=task_color(label),
             )
         ax.set_xticks(x, [f"E{i}\n{SHORT[t]}" for i, t in enumerate(TASKS)], fontsize=7)
-        ax.set_title("middle block" if b == 0 else f"decoder level {b}", fontsize=9)
+        title_b = "middle block" if b == 0 else f"decoder level {b}"
+        ax.set_title("every MoE block (the same choice in each)" if once else title_b, fontsize=9)
         ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("share of images using the expert" if images else "share of expert choices")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from demoe.fileio import atomic_write_text
-from demoe.perf.config import LARGE_IMAGE, PerfConfig, PerfError, quick_config
+from demoe.perf.config import LARGE_IMAGE, PerfConfig, PerfError, full_config, quick_config
 from demoe.perf.forward import forward_rows, measure_forwards, measure_large_image, scaling
 from demoe.perf.networks import seeded_network
 from demoe.perf.pipeline import measure_bf16_quality, measure_pipeline, measure_training_step
@@ -27,7 +27,16 @@ from demoe.perf.tables import display_tables
 from demoe.registry import zoo
 from demoe.runner import inference
 
-__all__ = ["LARGE_IMAGE", "PerfConfig", "PerfError", "display_tables", "quick_config", "run", "write"]
+__all__ = [
+    "LARGE_IMAGE",
+    "PerfConfig",
+    "PerfError",
+    "display_tables",
+    "full_config",
+    "quick_config",
+    "run",
+    "write",
+]
 
 
 def environment(threads: int) -> dict:

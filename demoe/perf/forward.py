@@ -37,9 +37,23 @@ def measure_forwards(
     times: dict[tuple, list[float]] = {}
     diffs: dict[tuple, float] = {}
     first_calls: dict[tuple, float] = {}
-    for round_index in range(cfg.warmup + cfg.repeats):
+    rounds = cfg.warmup + cfg.repeats
+    variants = ", ".join(["reference", *cfg.precisions, *(["compiled"] if compiled is not None else [])])
+    progress(
+        f"forward of {len(configs)} shapes (sides {_csv(cfg.sizes)}, batch {_csv(cfg.batches)}, "
+        f"k {_csv(cfg.ks)}): {variants}, and the dense network at k=1; {cfg.warmup} warm-up + "
+        f"{cfg.repeats} timed rounds"
+    )
+    started = time.perf_counter()
+    for round_index in range(rounds):
         first = round_index == 0
-        progress(f"round {round_index + 1}/{cfg.warmup + cfg.repeats}")
+        if round_index:
+            spent = time.perf_counter() - started
+            left = spent / round_index * (rounds - round_index) if round_index > 1 else None
+            eta = f", about {left:.0f} s left" if left is not None else ""
+            progress(f"round {round_index + 1}/{rounds} ({spent:.0f} s so far{eta})")
+        else:
+            progress(f"round 1/{rounds} (warm-up)")
         for s, b, k in configs:
             x = inputs[(s, b)]
             conn.send((x, k, first))
@@ -66,6 +80,10 @@ def measure_forwards(
                 if first and name in [*cfg.precisions, "compiled"]:
                     diffs[(s, b, k, name)] = rel_diff(out, results["reference"][1])
     return times, diffs, first_calls
+
+
+def _csv(values: list) -> str:
+    return ",".join(str(v) for v in values)
 
 
 def forward_rows(cfg: PerfConfig, times: dict, diffs: dict, first_calls: dict) -> list[dict]:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from demoe.fileio import atomic_write, sha256_file
 from demoe.paths import demoe_home
+from demoe.progress import bar as progress_bar
 from demoe.registry.zoo import ZooEntry, ZooError
 
 
 def download(url: str, dest: Path, sha256: str | None, size: int | None, progress: bool = True) -> Path:
     """Download ``url`` to ``dest``; verify size and sha256 before the file takes its final name."""
-    from tqdm import tqdm
 
     def write(tmp: Path) -> None:
         try:
@@ -26,7 +26,7 @@ def download(url: str, dest: Path, sha256: str | None, size: int | None, progres
         with (
             response,
             open(tmp, "wb") as f,
-            tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar,
+            progress_bar(total, dest.name, "B", enabled=progress, unit_scale=True) as bar,
         ):
             while chunk := response.read(1 << 20):
                 f.write(chunk)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from demoe.config import load_config
+from demoe.data.samples import photo_of
 from demoe.fileio import atomic_write_text
 from demoe.metrics import figures as routing_figures
 from demoe.report import figures, tables
@@ -214,7 +215,12 @@ def _usage_section(evals: list[EvalRun], figure) -> Section:
                     u, f"{r.label} on {r.bench}: experts chosen by auto routing", images=n
                 ),
                 f"expert_usage__{run.key}",
-                f"Expert usage of {run.label} on {run.bench}, auto routing.",
+                f"Expert usage of {run.label} on {run.bench}, auto routing"
+                + (
+                    ": every MoE block used the same experts (one routing decision per image), drawn once."
+                    if routing_figures.same_in_every_block(usage)
+                    else ", per MoE block."
+                ),
             )
         )
     if not section.items:
@@ -235,7 +241,8 @@ def _k_section(evals: list[EvalRun], keep, figure) -> Section:
     if table is None:
         section.missing.append(
             "A k sweep: no model was evaluated with different numbers of active experts "
-            "(`demoe-eval run -e experiments/k_sweep.yaml`)."
+            "(`demoe-eval run -e tiny_synth_k_sweep` runs offline with the shipped model; "
+            "`-e k_sweep` sweeps the published DeMoE once its weights are fetched)."
         )
         return section
     points = []  # auto routing only: a forced task routes to one expert whatever k is
@@ -339,19 +346,26 @@ def _images_section(evals: list[EvalRun], figure) -> Section:
 
 
 def _grid_names(run: EvalRun) -> list[str]:
-    """A few saved images per blur type, in name order."""
+    """A few saved images per blur type, each of a photo no other row shows where the run saved one."""
     labels = {}
     if run.per_image is not None:
         identity = run.per_image[run.per_image["mode"] == "identity"]
         labels = dict(zip(identity["name"], identity["label"], strict=True))
-    chosen: dict[str, list[str]] = {}
+    saved: dict[str, list[str]] = {}
     for name in sorted(run.samples):
-        if name.startswith(WILD_PREFIX):
-            continue
-        label = labels.get(name) or "unlabelled"
-        if len(chosen.setdefault(label, [])) < GRID_IMAGES_PER_TASK:
-            chosen[label].append(name)
-    return [n for label in task_order(chosen) for n in chosen[label]]
+        if not name.startswith(WILD_PREFIX):
+            saved.setdefault(labels.get(name) or "unlabelled", []).append(name)
+    shown: set[str] = set()
+    rows = []
+    for label in task_order(saved):
+        names = saved[label]
+        for _ in range(min(GRID_IMAGES_PER_TASK, len(names))):
+            fresh = [n for n in names if photo_of(n) not in shown]
+            name = (fresh or names)[0]
+            names = [n for n in names if n != name]
+            shown.add(photo_of(name))
+            rows.append(name)
+    return rows
 
 
 def _row_title(run: EvalRun, name: str) -> str:

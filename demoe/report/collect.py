@@ -62,6 +62,7 @@ class EvalRun:
     per_image: object | None = None  # pandas DataFrame of per_image.parquet, None when not logged
     samples: dict[str, dict[str, Path]] = field(default_factory=dict)  # image name -> {tag: PNG}
     costs: Costs = field(default_factory=Costs)
+    experiment_id: str = ""
 
     @property
     def key(self) -> str:
@@ -92,6 +93,7 @@ class FinetuneRun:
     status: str
     tags: dict[str, str]  # the run's demoe.* tags (start model, training benchmark, ...)
     curves: dict[str, list[tuple[int, float]]]  # metric key -> (step, value) in step order
+    experiment_id: str = ""
 
 
 @dataclass
@@ -100,6 +102,12 @@ class Collection:
     evals: list[EvalRun]
     finetunes: list[FinetuneRun]
     left_out: list[str] = field(default_factory=list)  # "run id (why)"
+    ui_url: str | None = (
+        None  # the tracking server's address, whose UI shows each run; None for a local store
+    )
+
+    def run_url(self, experiment_id: str, run_id: str) -> str | None:
+        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}" if self.ui_url else None
 
 
 @dataclass
@@ -150,6 +158,7 @@ def _collect(selection: Selection, download_dir: Path, store: RunStore) -> Colle
     ]
     return Collection(
         source=f"{source} at {store.uri}",
+        ui_url=store.uri.rstrip("/") if store.uri.startswith(("http://", "https://")) else None,
         evals=sorted(evals, key=lambda e: (e.label, e.bench)),
         finetunes=sorted(finetunes, key=lambda f: (f.name, f.run_id)),
         left_out=left_out,
@@ -275,6 +284,7 @@ def _eval_run(parent, children: list) -> EvalRun:
     requested = sorted({m for r in modes.values() for m in r.metrics} | set(unavailable))
     return EvalRun(
         run_id=parent.info.run_id,
+        experiment_id=parent.info.experiment_id,
         label=f"{model}-k{config_k}" if config_k else model,
         model=model,
         bench=_tag(parent, "demoe.bench") or "?",
@@ -366,6 +376,7 @@ def _finetune_run(store: RunStore, run) -> FinetuneRun:
     curves = {key: store.history(run.info.run_id, key) for key in sorted(run.data.metrics)}
     return FinetuneRun(
         run_id=run.info.run_id,
+        experiment_id=run.info.experiment_id,
         name=run.info.run_name or run.info.run_id,
         model=_tag(run, "demoe.model"),
         start_time=run.info.start_time or 0,

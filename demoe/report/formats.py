@@ -10,7 +10,7 @@ from functools import cache
 MISSING = "n/a"
 METRIC_ORDER = ("psnr", "ssimc", "ssim", "lpips", "lpips-vgg")
 METRIC_TITLES = {
-    "psnr": "PSNR",
+    "psnr": "PSNR (dB)",
     "ssimc": "SSIM",
     "ssim": "SSIM-Y",
     "lpips": "LPIPS",
@@ -36,6 +36,7 @@ class Table:
     ranked: list[bool] = field(default_factory=list)  # rows that compete for the best value
     breaks: list[int] = field(default_factory=list)  # row indices a rule is drawn above
     notes: list[str] = field(default_factory=list)
+    links: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, column) -> URL, in HTML only
     document: bool = True  # shown in report.md/html; otherwise written as CSV only
 
     def add(self, row: list, ranked: bool = False, rule: bool = False) -> None:

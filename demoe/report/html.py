@@ -44,21 +44,51 @@ figcaption { color: #59606a; font-size: 13px; margin-top: 4px; }
 .missing { background: #fff7e0; border-left: 4px solid #e0a800; padding: 6px 12px; margin: 10px 0; font-size: 14px; }
 """
 
+MAX_DATA_COLUMNS = 12  # beside the row labels, what fits the page's 1320 px at the tables' font
+
 SCRIPT = """
 window.addEventListener("load", function () {
   for (const img of document.images) {
     img.dataset.loaded = img.complete && img.naturalWidth > 0 ? "yes" : "no";
   }
   document.body.dataset.imagesChecked = String(document.images.length);
+  document.body.dataset.widestTable = String(
+    Math.max(0, ...Array.from(document.querySelectorAll("table"), (t) => t.offsetWidth))
+  );
 });
 """
 
 
 def render_table(table: Table) -> str:
+    """The table, wrapped into stacked parts where its column groups would not fit the page: each part
+    repeats the row labels (the leading columns without a group) and keeps groups whole."""
+    parts = column_parts(table)
+    html = [
+        _render_part(table, columns, first=n == 0, last=n == len(parts) - 1)
+        for n, columns in enumerate(parts)
+    ]
+    return "".join(html)
+
+
+def column_parts(table: Table, limit: int = MAX_DATA_COLUMNS) -> list[list[int]]:
+    """Indices of the columns of each part of ``table`` (one part when it fits in ``limit`` data columns)."""
+    keys = 0
+    while keys < len(table.columns) and not table.columns[keys].group:
+        keys += 1
+    parts: list[list[int]] = [[]]
+    for _, start, width in column_groups(table.columns[keys:]):
+        if parts[-1] and len(parts[-1]) + width > limit:
+            parts.append([])
+        parts[-1] += range(keys + start, keys + start + width)
+    return [list(range(keys)) + part for part in parts]
+
+
+def _render_part(table: Table, indices: list[int], first: bool, last: bool) -> str:
     best = best_cells(table)
-    kind = ["num" if is_numeric(table, j) else "txt" for j in range(len(table.columns))]
+    kind = {j: "num" if is_numeric(table, j) else "txt" for j in indices}
+    columns = [table.columns[j] for j in indices]
     head = []
-    groups = column_groups(table.columns)
+    groups = column_groups(columns)
     if any(group for group, _, _ in groups):
         cells = [
             f'<th colspan="{width}">{escape(group)}</th>' if group else "<th></th>" * width
@@ -66,22 +96,26 @@ def render_table(table: Table) -> str:
         ]
         head.append(f'<tr class="groups">{"".join(cells)}</tr>')
     names = "".join(
-        f'<th class="{kind[j]}">{escape(c.title + arrow(c))}</th>' for j, c in enumerate(table.columns)
+        f'<th class="{kind[j]}">{escape(c.title + arrow(c))}</th>'
+        for j, c in zip(indices, columns, strict=True)
     )
     head.append(f'<tr class="names">{names}</tr>')
     body = []
     for i, row in enumerate(table.rows):
         cells = []
-        for j, column in enumerate(table.columns):
+        for j, column in zip(indices, columns, strict=True):
             text = format_cell(row[j], column)
             classes = [kind[j]] + (["best"] if (i, j) in best else []) + (["na"] if text == "n/a" else [])
-            cells.append(f'<td class="{" ".join(classes)}">{escape(text)}</td>')
+            link = table.links.get((i, j))
+            shown = f'<a href="{escape(link)}">{escape(text)}</a>' if link else escape(text)
+            cells.append(f'<td class="{" ".join(classes)}">{shown}</td>')
         rule = ' class="rule"' if i in table.breaks else ""
         body.append(f"<tr{rule}>{''.join(cells)}</tr>")
-    notes = "".join(f"<p>{escape(n)}</p>" for n in table.notes)
+    notes = "".join(f"<p>{escape(n)}</p>" for n in table.notes) if last else ""
     return (
-        f'<h3>{escape(table.title)}</h3>\n<div class="scroll"><table data-table="{escape(table.name)}">'
-        f"<thead>{''.join(head)}</thead><tbody>\n"
+        (f"<h3>{escape(table.title)}</h3>\n" if first else "")
+        + f'<div class="scroll"><table data-table="{escape(table.name)}">'
+        + f"<thead>{''.join(head)}</thead><tbody>\n"
         + "\n".join(body)
         + "\n</tbody></table></div>\n"
         + (f'<div class="notes">{notes}</div>\n' if notes else "")

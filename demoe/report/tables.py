@@ -219,8 +219,8 @@ def routing_table(evals: list[EvalRun]) -> Table:
         Column("bench", "Benchmark"),
         Column("images", "Images"),
         Column("routing_accuracy_pct", "Routing accuracy (%)", fmt="{:.1f}"),
-        Column("psnr_auto", "PSNR auto", fmt="{:.2f}"),
-        Column("psnr_oracle", "PSNR oracle", fmt="{:.2f}"),
+        Column("psnr_auto", "PSNR auto (dB)", fmt="{:.2f}"),
+        Column("psnr_oracle", "PSNR oracle (dB)", fmt="{:.2f}"),
         Column("gap_db", "Auto − oracle (dB)", fmt="{:+.2f}"),
     ]
     table = Table("routing", "The router against the right expert (oracle routing)", columns)
@@ -278,8 +278,8 @@ def worst_images_table(evals: list[EvalRun], per_run: int = 5) -> Table:
         Column("image", "Image"),
         Column("label", "Blur"),
         Column("router", "Router's choice"),
-        Column("psnr_auto", "PSNR auto", fmt="{:.2f}"),
-        Column("psnr_oracle", "PSNR oracle", fmt="{:.2f}"),
+        Column("psnr_auto", "PSNR auto (dB)", fmt="{:.2f}"),
+        Column("psnr_oracle", "PSNR oracle (dB)", fmt="{:.2f}"),
         Column("lost_db", "Lost (dB)", fmt="{:.2f}"),
     ]
     table = Table("worst_images", "Images where auto routing lost most against oracle routing", columns)
@@ -406,6 +406,7 @@ def runs_table(collection: Collection) -> Table:
     table = Table("runs", "The runs this report is made of", columns)
     for run in collection.evals:
         images = max((m.images for m in run.modes.values()), default=None)
+        _link_run_id(table, collection.run_url(run.experiment_id, run.run_id))
         table.add(
             [
                 run.key,
@@ -418,9 +419,18 @@ def runs_table(collection: Collection) -> Table:
             ]
         )
     for finetune in collection.finetunes:
+        _link_run_id(table, collection.run_url(finetune.experiment_id, finetune.run_id))
         table.add([finetune.name, finetune.run_id, "-", "-", "-", "-", "-"])
     table.notes += [f"Left out: {item}" for item in collection.left_out]
     return table
+
+
+def _link_run_id(table: Table, url: str | None) -> None:
+    """Link the run id of the row about to be added to the run's page in the tracking server's UI."""
+    if url:
+        table.links[(len(table.rows), 1)] = url
+    if url and not any("MLflow UI" in note for note in table.notes):
+        table.notes.append("Run ids link to the runs in the tracking server's MLflow UI.")
 
 
 def expert_usage_table(evals: list[EvalRun]) -> Table | None:

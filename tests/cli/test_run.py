@@ -219,3 +219,5 @@ def test_unreachable_tracking_server_keeps_results_and_says_how_to_log(tmp_path)
     assert "Traceback" not in result.stderr
     assert f"demoe-eval log {tmp_path / 'o'}" in result.stderr
     assert (tmp_path / "o" / "results.json").is_file()
+    # stderr is a pipe, not a terminal: progress comes as plain lines, no bar redraws
+    assert "DeMoE-tiny@bench: 2/2 img (100%)" in result.stderr and "\r" not in result.stderr

@@ -36,6 +36,24 @@ def test_ui_serves_the_store_of_the_working_directory(tmp_path):
                 time.sleep(0.5)
         assert status == 200
         assert (tmp_path / "mlflow.db").exists()
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        # SIGTERM to the command alone (as a service manager sends it) stops the server it started
+        proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+        deadline = time.time() + 15
+        while time.time() < deadline and _group_alive(proc.pid):
+            time.sleep(0.2)
+        assert not _group_alive(proc.pid), "a server process outlived SIGTERM to demoe-eval ui"
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+    finally:
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

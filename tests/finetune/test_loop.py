@@ -282,7 +282,7 @@ def test_a_tracked_run_registers_its_best_checkpoint_as_an_mlflow_model_version_
     entry = yaml.safe_load(Path(result["zoo_entry"]).read_text())
     assert entry["info"]["mlflow_model"] == f"models:/tiny-ft/{version.version}"
     assert version.run_id == entry["info"]["run_id"]
-    assert client.get_latest_versions("tiny-ft")[0].version == version.version
+    assert [v.version for v in client.search_model_versions("name = 'tiny-ft'")] == [version.version]
 
     cfg = resolve_config(tiny_config(bench, total=1, logger={"register_model": False}))
     unregistered = finetune(

@@ -15,12 +15,18 @@ def bar_heights(ax) -> list[float]:
 def test_expert_usage_is_the_share_of_images_when_images_are_given():
     usage = {"defocus": [[0, 3, 0, 0, 3], [0, 3, 0, 0, 3]], "low_light": [[0, 0, 0, 0, 2], [0, 0, 0, 0, 2]]}
     fig = routing_figures.expert_usage_figure(usage, "k=2", images={"defocus": 3, "low_light": 1})
-    assert len(fig.axes) == 2
+    assert len(fig.axes) == 1 and fig.axes[0].get_title().startswith("every MoE block")
     assert bar_heights(fig.axes[0]) == [0, 1, 0, 0, 1, 0, 0, 0, 0, 2]
     assert fig.axes[0].get_ylabel() == "share of images using the expert"
     choices = routing_figures.expert_usage_figure(usage, "k=2")
     assert bar_heights(choices.axes[0]) == [0, 0.5, 0, 0, 0.5, 0, 0, 0, 0, 1]
     assert choices.axes[0].get_ylabel() == "share of expert choices"
+
+
+def test_blocks_that_chose_differently_get_a_panel_each():
+    usage = {"defocus": [[0, 3, 0, 0, 0], [3, 0, 0, 0, 0], [0, 3, 0, 0, 0]]}
+    fig = routing_figures.expert_usage_figure(usage, "per block")
+    assert [ax.get_title() for ax in fig.axes] == ["middle block", "decoder level 1", "decoder level 2"]
 
 
 def test_distribution_has_one_box_per_task_and_mode_with_data():

@@ -146,7 +146,7 @@ def test_latex_is_booktabs_with_escaped_names(collection):
     tex = formats.to_latex(tables.main_table(collection))
     assert tex.count(r"\toprule") == 1 and tex.count(r"\bottomrule") == 1
     assert r"\multicolumn{3}{c}{mini-aio}" in tex and r"low\_light" in tex
-    assert r"PSNR$\uparrow$" in tex and r"LPIPS$\downarrow$" in tex
+    assert r"PSNR (dB)$\uparrow$" in tex and r"LPIPS$\downarrow$" in tex
 
 
 def test_finetune_table_reports_last_and_best_validation(collection):
