@@ -104,6 +104,8 @@ def test_report_of_a_real_evaluation_is_stable_and_every_image_loads_in_chromium
     figures = len(list((out / "figures").glob("*.png")))
     assert states == ["yes"] * figures and figures == 6
     assert f'data-images-checked="{figures}"' in dom
+    widest = int(re.search(r'data-widest-table="(\d+)"', dom).group(1))
+    assert 0 < widest <= 1320, f"a table is {widest} px wide: wider than the page"
     for table in ("main", "per_task__mini-aio", "routing", "k_sweep", "worst_images", "runs"):
         if (out / "tables" / f"{table}.md").exists():
             assert f'data-table="{table}"' in dom
