@@ -29,12 +29,22 @@ def find_experiment_file(value: Path | str) -> Path:
     )
 
 
+def read_yaml(path: Path, error: type[Exception]):
+    """The YAML document of a manifest (zoo, benchmark or experiment file); a file that cannot be read,
+    is not UTF-8 or is not YAML raises ``error`` with one line naming the file and the first problem."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise error(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    except OSError as e:
+        raise error(f"{path}: cannot be read ({e.strerror})") from None
+
+
 def load_config(path: Path) -> dict:
     path = find_experiment_file(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = read_yaml(path, ConfigError) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of option names")
     return data

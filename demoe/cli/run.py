@@ -69,11 +69,19 @@ def print_result(result: EvalResult) -> None:
 )
 @options.checkpoint
 @click.option(
-    "--k", "k", type=int, default=None, help="Experts per MoE block (overrides the zoo entry's k_used)."
+    "--k",
+    "k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Experts per MoE block (overrides the zoo entry's k_used).",
 )
 @options.device
 @click.option(
-    "--batch-size", type=int, default=1, show_default=True, help="Images per forward (equal sizes only)."
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Images per forward (equal sizes only).",
 )
 @click.option(
     "--workers",
@@ -81,7 +89,9 @@ def print_result(result: EvalResult) -> None:
     default=None,
     help="DataLoader worker processes [0 on a CPU, whose cores the forward uses; 2 beside a GPU].",
 )
-@click.option("--limit", type=int, default=None, help="Evaluate only the first N pairs (smoke runs).")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N pairs (smoke runs)."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--tile",

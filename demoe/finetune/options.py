@@ -2,6 +2,8 @@
 ``DEFAULTS`` below, then ``--set`` overrides, then the command line's own options, checked key by key."""
 
 import copy
+import functools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +81,21 @@ FLOATS = [
     ("train", k)
     for k in ("lr", "weight_decay", "eta_min", "grad_clip", "fft_loss_weight", "router_loss_weight")
 ]
+# (option, smallest value, None allowed): checked before any work, every problem of a file at once
+INTEGERS = [
+    ("train.total_iter", 1, False),
+    ("train.warmup_iter", 0, False),
+    ("datasets.train.gt_size", 8, False),
+    ("datasets.train.batch_size", 1, False),
+    ("datasets.train.num_worker", 0, False),
+    ("datasets.train.limit", 1, True),
+    ("datasets.val.batch_size", 1, False),
+    ("datasets.val.num_worker", 0, False),
+    ("datasets.val.limit", 1, True),
+    ("logger.print_freq", 1, False),
+    ("logger.save_checkpoint_freq", 1, False),
+    ("logger.keep_checkpoint_freq", 1, True),
+]
 NOT_COMPARED_ON_RESUME = {"logger", "device", "description"}
 
 
@@ -135,11 +152,9 @@ def resolve_config(
             "set datasets.train.bench: aio-synth and split: train, or synthesize: false"
         )
     t = cfg["train"]
-    for part, key in FLOATS:
-        try:
-            cfg[part][key] = float(cfg[part][key] or 0.0)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{source}: {part}.{key} must be a number, got {cfg[part][key]!r}") from None
+    problems = _number_problems(cfg)
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
     if t["pixel_loss"] not in PIXEL_LOSSES:
         raise ConfigError(f"{source}: train.pixel_loss must be one of {', '.join(PIXEL_LOSSES)}")
     if t["amp"] not in ("auto", "bf16", "fp16", "none", None):
@@ -163,6 +178,35 @@ def resolve_config(
         start = cfg["model"] or cfg["network_g"]["type"]
         cfg["name"] = f"{start}-ft-{Path(str(cfg['datasets']['train']['bench'])).name}".replace("/", "-")
     return cfg
+
+
+def _number_problems(cfg: dict) -> list[str]:
+    """What is wrong with the numeric options of ``cfg`` (floats are converted in place)."""
+    problems = []
+    for key, minimum, optional in INTEGERS:
+        *parents, leaf = key.split(".")
+        value = functools.reduce(dict.__getitem__, parents, cfg)[leaf]
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            problems.append(f"{key} must be a whole number >= {minimum}, got {value!r}")
+    for part, key in FLOATS:
+        value = cfg[part][key]
+        try:
+            cfg[part][key] = number = float(0.0 if value is None else value)
+        except (TypeError, ValueError):
+            problems.append(f"{part}.{key} must be a number, got {value!r}")
+            continue
+        if not math.isfinite(number) or number < 0 or (key == "lr" and number == 0):
+            problems.append(f"{part}.{key} must be {'> 0' if key == 'lr' else '>= 0'}, got {value!r}")
+    betas = cfg["train"]["betas"]
+    if not (
+        isinstance(betas, list)
+        and len(betas) == 2
+        and all(isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
+    ):
+        problems.append(f"train.betas must be two numbers in [0, 1), e.g. [0.9, 0.99], got {betas!r}")
+    return problems
 
 
 def flat_options(config: dict, prefix: str = "") -> dict:

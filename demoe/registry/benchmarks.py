@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from demoe.config import read_yaml
 from demoe.errors import DemoeError
 from demoe.paths import data_root as default_data_root
 from demoe.paths import demoe_home, shipped_dir
@@ -237,10 +236,7 @@ def load_registry(bench_dirs: Sequence[Path] = ()) -> dict[str, BenchmarkSpec]:
         if not folder.is_dir():
             raise BenchmarkError(f"--bench-dir {folder}: no such folder of benchmark manifests")
         for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-            try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except yaml.YAMLError as e:
-                raise _fail(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
+            data = read_yaml(path, BenchmarkError)
             spec = parse_spec(data, path)
             specs[spec.name] = spec
     return specs

@@ -8,12 +8,12 @@ user names. Checkpoints resolve from an explicit path, then ``$DEMOE_HOME/checkp
 
 import difflib
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from importlib.metadata import version
 from pathlib import Path
 
-import yaml
-
+from demoe.config import read_yaml
 from demoe.errors import DemoeError
 from demoe.paths import demoe_home, shipped_dir
 from demoe.vocab import ARCHITECTURE_NAMES
@@ -88,7 +88,7 @@ def _entry_from_dict(data: dict, source: Path) -> ZooEntry:
         arch=data["arch"],
         kwargs=dict(data.get("kwargs") or {}),
         description=str(data.get("description", "")).strip(),
-        checkpoint=CheckpointSource(**ckpt) if ckpt else None,
+        checkpoint=_checkpoint_from_dict(ckpt, source, str(data["name"])) if ckpt else None,
         licence=str(data["licence"]).strip() if data.get("licence") else None,
         paper=dict(data.get("paper") or {}),
         info=dict(data.get("info") or {}),
@@ -97,16 +97,45 @@ def _entry_from_dict(data: dict, source: Path) -> ZooEntry:
     )
 
 
+def _checkpoint_from_dict(ckpt, source: Path, name: str) -> CheckpointSource:
+    """A zoo directory is shared and downloaded like any file: its checkpoint block may only name a plain
+    file under the checkpoints folder, an http(s) URL, and a shipped path inside the entry's folder."""
+    where = f"{source}: entry {name!r}, checkpoint"
+    if not isinstance(ckpt, dict):
+        raise ZooError(f"{where}: expected a mapping of file, url, sha256, size, path")
+    known = {f.name for f in fields(CheckpointSource)}
+    problems = [
+        f"unknown key {key!r} (known: {', '.join(sorted(known))})" for key in ckpt if key not in known
+    ]
+    file, url, sha256, size, path = (ckpt.get(key) for key in ("file", "url", "sha256", "size", "path"))
+    if not isinstance(file, str) or file in ("", ".", "..") or Path(file).name != file or "\\" in file:
+        problems.append(f"file {file!r} must be a plain file name (no folders), e.g. DeMoE.pth")
+    if url is not None and not (isinstance(url, str) and url.startswith(("https://", "http://"))):
+        problems.append(f"url {url!r} must be an http(s) URL")
+    if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256)):
+        problems.append("sha256 must be 64 lowercase hex digits")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+        problems.append(f"size {size!r} must be a positive number of bytes")
+    if path is not None and (
+        not isinstance(path, str) or Path(path).is_absolute() or ".." in Path(path).parts
+    ):
+        problems.append(f"path {path!r} must be relative to the YAML file's folder, without '..'")
+    if problems:
+        raise ZooError(f"{where}: " + "; ".join(problems))
+    return CheckpointSource(file=file, url=url, sha256=sha256, size=size, path=path)
+
+
 def load_zoo(dirs: list[Path] | None = None) -> dict[str, ZooEntry]:
     """All entries of the zoo folders; a later folder's entry replaces an earlier one of the same name."""
     entries: dict[str, ZooEntry] = {}
     for folder in dirs if dirs is not None else zoo_dirs():
         for path in sorted(Path(folder).glob("*.yaml")):
-            try:
-                doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as e:
-                raise ZooError(f"{path}: not valid YAML ({e})") from None
-            items = doc.get("models", [doc] if "name" in doc else [])
+            doc = read_yaml(path, ZooError) or {}
+            items = doc.get("models", [doc] if "name" in doc else []) if isinstance(doc, dict) else None
+            if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+                raise ZooError(
+                    f"{path}: expected one entry (a mapping with name and arch) or models: [entries]"
+                )
             for item in items:
                 entry = _entry_from_dict(item, path)
                 entries[entry.name] = entry

@@ -45,7 +45,14 @@ class ResultsError(DemoeError):
 def claim(out: Path, run_key: dict) -> None:
     """Make ``out`` the results folder of the settings ``run_key``; refuses one made with other settings."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ResultsError(f"--out {out}: is a file, not a folder; choose another --out") from None
+    except OSError as e:
+        raise ResultsError(
+            f"--out {out}: cannot create the results folder ({e.strerror}); choose another --out"
+        ) from None
     key_file = out / KEY_FILE
     if key_file.exists():
         old = json.loads(key_file.read_text())
