@@ -1,5 +1,6 @@
 """``demoe-eval finetune``: train as an experiments/*.yaml says; the best checkpoint joins the zoo."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from demoe.config import load_config
 from demoe.finetune.loop import finetune as run_finetune
 from demoe.finetune.options import RunOptions, resolve_config
 from demoe.runtime import launch_torchrun
+from demoe.tracking import mlflow_runs
 
 
 @click.command(
@@ -80,6 +82,8 @@ def finetune(
     cfg = resolve_config(
         load_config(config_file), overrides, model, checkpoint, device, source=str(config_file)
     )
+    if tracking and int(os.environ.get("RANK", "0")) == 0:
+        mlflow_runs.check_server(tracking_uri)
     searched = [*([register_dir] if register_dir else []), *zoo_dirs]
     opts = RunOptions(
         run_dir=out,

@@ -172,6 +172,8 @@ def run(tracking: bool, tracking_uri, experiment, nproc, experiment_file, **give
         allow_download=given["allow_download"],
         on_bad_pair=given["on_bad_pair"],
     )
+    if tracking and int(os.environ.get("RANK", "0")) == 0:
+        mlflow_runs.check_server(tracking_uri)
     configs, parent = [cfg], None
     if experiment_file is not None:
         doc = load_config(experiment_file)
@@ -202,5 +204,6 @@ def run(tracking: bool, tracking_uri, experiment, nproc, experiment_file, **give
 @options.tracking_uri
 def log(results_dir: Path, experiment: str | None, tracking_uri: str | None) -> None:
     """Log a finished evaluation's results folder to MLflow (when the server was unreachable during the run)."""
+    mlflow_runs.check_server(tracking_uri)
     run_id = mlflow_runs.log_results(results_dir, tracking_uri, experiment)
     click.echo(f"mlflow run: {run_id}")

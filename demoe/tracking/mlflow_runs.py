@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,12 +36,34 @@ def experiment_name(experiment: str | None) -> str:
     return experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
 
 
+SERVER_PROBE_S = 5
+
+
 class TrackingError(DemoeError):
     pass
 
 
 def store_uri(tracking_uri: str | None) -> str:
     return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "MLflow's default store"
+
+
+def check_server(tracking_uri: str | None) -> None:
+    """Before any work: a tracking server (an http(s) URI) must answer within seconds, and MLflow's own
+    requests to it are capped to a few retries (unset, MLflow retries for minutes). Stores that are
+    files or databases are not probed."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not uri.startswith(("http://", "https://")):
+        return
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=SERVER_PROBE_S).close()
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise TrackingError(
+            f"--tracking-uri {uri}: no MLflow server answers ({reason}); start it, give another "
+            "--tracking-uri, or run with --no-tracking and log the results later with `demoe-eval log DIR`"
+        ) from None
 
 
 def set_tracking(tracking_uri: str | None, experiment: str | None) -> str:

@@ -124,6 +124,14 @@ CASES: dict[str, Callable[[Path], Case]] = {
         (t / "taken").write_text("mine")
         and Case(run_args(t, "--out", str(t / "taken")), "taken", keep=[t / "taken"])
     ),
+    # tracking: an unreachable server is found before the work, in seconds
+    "run-unreachable-server": lambda t: Case(
+        run_args(t, "--tracking", "--tracking-uri", "http://127.0.0.1:9"), "--tracking-uri"
+    ),
+    "log-unreachable-server": lambda t: (
+        (t / "results").mkdir()
+        or Case(["log", str(t / "results"), "--tracking-uri", "http://127.0.0.1:9"], "--tracking-uri")
+    ),
     # finetune: nonsensical training options never register over an entry
     "finetune-no-steps": lambda t: finetune_set(t, "train.total_iter=0", "total_iter"),
     "finetune-negative-steps": lambda t: finetune_set(t, "train.total_iter=-5", "total_iter"),
