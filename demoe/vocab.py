@@ -36,3 +36,15 @@ def task_order(labels) -> list[str]:
 
 
 ARCHITECTURE_NAMES: tuple[str, ...] = ("DeMoE", "DenseNAFNet")  # demoe.net.ARCHITECTURES, by name
+_NAFNET_KWARGS = {
+    "img_channel": int,
+    "width": int,
+    "middle_blk_num": int,
+    "enc_blk_nums": list,
+    "dec_blk_nums": list,
+}
+# the constructor keywords of each architecture and their kinds (tests/net checks them against the classes)
+ARCHITECTURE_KWARGS: dict[str, dict[str, type]] = {
+    "DeMoE": _NAFNET_KWARGS | {"num_exp": int, "k_used": int},
+    "DenseNAFNet": _NAFNET_KWARGS,
+}

@@ -53,3 +53,23 @@ def cli(
         text=True,
         timeout=timeout,
     )
+
+
+def write_drmi(root: Path, train: int = 4, test: int = 2, side: int = 48) -> Path:
+    """A DRMI-shaped folder ``root/DRMI_dataset/{train,test}/{meta,ground_truth}`` of real PNG pairs: smooth
+    random scenes and their Gaussian-blurred copies (``meta/``, the metalens photos). Returns ``root``."""
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(7)
+    for split, count in (("train", train), ("test", test)):
+        for sub in ("meta", "ground_truth"):
+            (root / "DRMI_dataset" / split / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            coarse = rng.integers(0, 256, size=(side // 8, side // 8, 3), dtype=np.uint8)
+            sharp = Image.fromarray(coarse).resize((side, side), Image.BICUBIC)
+            sharp.save(root / "DRMI_dataset" / split / "ground_truth" / f"{i:03d}.png")
+            sharp.filter(ImageFilter.GaussianBlur(1.5)).save(
+                root / "DRMI_dataset" / split / "meta" / f"{i:03d}.png"
+            )
+    return root

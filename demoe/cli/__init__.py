@@ -13,6 +13,10 @@ from demoe.cli.options import DemoeGroup
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("demoe.cli.run:run", "Evaluate a zoo model on a benchmark per routing mode, logged to MLflow."),
+    "restore": (
+        "demoe.cli.restore:restore",
+        "Restore your own captures (no sharp reference): the router decides or a task is forced.",
+    ),
     "log": (
         "demoe.cli.run:log",
         "Log a finished results folder to MLflow (once; a second time does nothing).",

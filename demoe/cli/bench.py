@@ -56,6 +56,25 @@ def bench_list(data_root: Path | None, bench_dirs: tuple[Path, ...]) -> None:
     options.print_table(rows, ["name", "task", "split", "expected", "found", "root"])
 
 
+def _published_doc(published: benchmarks.PublishedResults | None) -> dict | None:
+    """The published results as `bench show` prints them: one line per method, mean (std)."""
+    if published is None:
+        return None
+
+    def figures(row: benchmarks.PublishedRow) -> str:
+        return ", ".join(
+            f"{m} {v:.3f}" + (f" ({row.std[m]:.3f})" if m in row.std else "") for m, v in row.metrics.items()
+        )
+
+    rows = {f"{r.method}{' (the input)' if r.input else ''}": figures(r) for r in published.rows}
+    return {
+        "source": published.source,
+        "split": published.split,
+        "protocol": published.protocol,
+        "rows": rows,
+    }
+
+
 @bench.command(
     "show", epilog=options.examples("demoe-eval bench show DRMI", "demoe-eval bench show path/to/folder")
 )
@@ -87,6 +106,8 @@ def bench_show(name: str, data_root: Path | None, bench_dirs: tuple[Path, ...]) 
         "description": spec.description,
         "url": spec.url,
         "licence": spec.licence,
+        "origin": {k: v for k, v in spec.origin.items() if k in ("paper", "code")} or None,
+        "get_the_data": spec.how_to_get() if spec.origin or spec.url else None,
         "task": spec.task,
         **({"labels": spec.labels} if spec.task is None and spec.labels else {}),
         "root": spec.root,
@@ -100,7 +121,9 @@ def bench_show(name: str, data_root: Path | None, bench_dirs: tuple[Path, ...]) 
         "test_split": spec.test_split,
         "extras": spec.extras or None,
         "protocol": spec.protocol,
+        "paper_protocol": spec.paper_protocol,
         "protocol_note": spec.protocol_note,
+        "published": _published_doc(spec.published),
         "defined_in": str(spec.source) if spec.source else None,
     }
     click.echo(

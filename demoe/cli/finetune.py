@@ -8,6 +8,7 @@ import click
 
 from demoe.cli import options
 from demoe.config import load_config
+from demoe.finetune import published
 from demoe.finetune.loop import finetune as run_finetune
 from demoe.finetune.options import RunOptions, resolve_config
 from demoe.runtime import launch_torchrun
@@ -19,6 +20,7 @@ from demoe.tracking import mlflow_runs
     epilog=options.examples(
         "demoe-eval finetune -c tiny_synth_restore",
         "demoe-eval finetune -c experiments/drmi_finetune.yaml --set train.lr=1e-4 --nproc 2",
+        "demoe-eval finetune -c options/train/DRMI_finetune.yml --checkpoint models/DeMoE.pt",
     ),
 )
 @click.option(
@@ -29,7 +31,8 @@ from demoe.tracking import mlflow_runs
     "config_file",
     required=True,
     type=click.Path(path_type=Path),
-    help="Training options YAML: a path, or the name of a shipped experiment (tiny_synth_restore).",
+    help="Training options YAML: a path, or the name of a shipped experiment (tiny_synth_restore); an "
+    "option file of the published DeMoE scripts is translated (printed, and saved in the run folder).",
 )
 @click.option("--model", default=None, help="Zoo model to start from (overrides the file's model/network_g).")
 @click.option(
@@ -38,6 +41,8 @@ from demoe.tracking import mlflow_runs
     default=None,
     help="Weights to start from (path.pretrain_network_g).",
 )
+@options.param_key
+@options.cast_weights
 @click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override an option, e.g. train.lr=1e-4."
 )
@@ -56,6 +61,11 @@ from demoe.tracking import mlflow_runs
     default=None,
     help="Where the best checkpoint becomes a zoo entry [default: $DEMOE_HOME/zoo].",
 )
+@click.option(
+    "--replace-entry",
+    is_flag=True,
+    help="Replace a zoo entry of the same name that another run made [default: keep it as NAME-DATE-TIME].",
+)
 @options.zoo_dirs
 @options.data_root
 @options.bench_dirs
@@ -63,6 +73,8 @@ def finetune(
     config_file,
     model,
     checkpoint,
+    param_key,
+    cast_weights,
     overrides,
     resume,
     out,
@@ -72,6 +84,7 @@ def finetune(
     tracking_uri,
     tracking,
     register_dir,
+    replace_entry,
     zoo_dirs,
     data_root,
     bench_dirs,
@@ -79,8 +92,19 @@ def finetune(
     """Finetune (or train) a model as the YAML says; the best checkpoint becomes a zoo entry."""
     if nproc and nproc > 1:
         raise SystemExit(launch_torchrun(nproc, "finetune", sys.argv[2:]))
+    doc, translation = load_config(config_file), None
+    if published.is_published(doc):  # the published scripts' option format, translated once
+        translation = published.translate(doc, overrides, source=str(config_file))
+        doc, overrides = translation.options, translation.overrides
     cfg = resolve_config(
-        load_config(config_file), overrides, model, checkpoint, device, source=str(config_file)
+        doc,
+        overrides,
+        model,
+        checkpoint,
+        device,
+        source=str(config_file),
+        param_key=param_key,
+        cast_weights=cast_weights,
     )
     if tracking and int(os.environ.get("RANK", "0")) == 0:
         mlflow_runs.check_server(tracking_uri)
@@ -92,10 +116,15 @@ def finetune(
         tracking_uri=tracking_uri,
         experiment=experiment,
         zoo_dir=register_dir,
+        replace_entry=replace_entry,
         zoo_dirs=searched,
         data_root=data_root,
         bench_dirs=list(bench_dirs),
     )
+    if translation is not None and int(os.environ.get("RANK", "0")) == 0:
+        saved = published.save(translation, config_file, opts.run_folder(cfg))
+        click.echo("\n".join(translation.lines))
+        click.echo(f"saved as {saved}: `demoe-eval finetune -c {saved}` runs the same from now on")
     result = run_finetune(cfg, opts)
     if result.get("zoo_entry"):
         click.echo(f"run folder: {result['run_dir']}")

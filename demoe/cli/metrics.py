@@ -21,9 +21,9 @@ def metrics() -> None:
 @click.option(
     "--metrics",
     "names",
-    default="psnr,ssim,ssimc,lpips,lpips-vgg",
+    default="psnr,ssim,ssimc,lpips,lpips-vgg,niqe,brisque,piqe",
     show_default=True,
-    help="Comma list of pyiqa metric names.",
+    help="Comma list of pyiqa metric names (niqe, brisque, piqe: no-reference, for images without sharp ones).",
 )
 @options.weights_dir
 def metrics_check(names: str, weights_dir: Path | None) -> None:

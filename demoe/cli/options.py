@@ -8,14 +8,27 @@ import click
 from demoe.errors import DemoeError
 
 
+def one_line(error: Exception) -> click.ClickException:
+    """A user-facing failure as click's one ``Error:`` line: a ``DemoeError``'s own message, or a file
+    system error (a read-only or full disk, a folder one may not write) naming its path."""
+    if isinstance(error, DemoeError):
+        return click.ClickException(str(error))
+    assert isinstance(error, OSError)
+    where = error.filename if error.filename is not None else "a file"
+    return click.ClickException(
+        f"{where}: {error.strerror or error}; check that the folder exists, is writable and has space"
+    )
+
+
 class DemoeCommand(click.Command):
-    """A command whose ``DemoeError`` is one line on stderr and exit code 1, never a traceback."""
+    """A command whose ``DemoeError`` or file system error is one line on stderr and exit code 1,
+    never a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except DemoeError as e:
-            raise click.ClickException(str(e)) from None
+        except (DemoeError, OSError) as e:
+            raise one_line(e) from None
 
 
 class DemoeGroup(click.Group):
@@ -25,8 +38,8 @@ class DemoeGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except DemoeError as e:
-            raise click.ClickException(str(e)) from None
+        except (DemoeError, OSError) as e:
+            raise one_line(e) from None
 
 
 def examples(*lines: str) -> str:
@@ -108,6 +121,20 @@ checkpoint = click.option(
     type=click.Path(path_type=Path),
     default=None,
     help="Checkpoint file to load instead of the zoo's.",
+)
+param_key = click.option(
+    "--param-key",
+    default=None,
+    metavar="KEY",
+    help="The checkpoint's entry holding the weights, e.g. params_ema in a BasicSR file that also holds "
+    "params [default: the zoo entry's checkpoint.param_key, else params, params_ema, state_dict, model, "
+    "whichever comes first].",
+)
+cast_weights = click.option(
+    "--cast-weights",
+    is_flag=True,
+    help="Convert checkpoint tensors stored in another dtype than the model's (float16 weights into the "
+    "float32 model); without it such a checkpoint is refused.",
 )
 experiment_file = click.option(
     "-e",

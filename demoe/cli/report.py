@@ -16,6 +16,7 @@ from demoe.report.formats import to_markdown
         "demoe-eval report",
         "demoe-eval report -e experiments/tiny_synth_k_sweep.yaml",
         "demoe-eval report --runs RUN_ID,RUN_ID --format md,html",
+        "demoe-eval report --compare DeMoE-tiny-synth DeMoE-tiny-synth-k1",
     ),
 )
 @options.mlflow_experiment
@@ -42,10 +43,43 @@ from demoe.report.formats import to_markdown
     show_default=True,
     help="Comma list of md, html, tex, csv.",
 )
+@click.option(
+    "--compare",
+    nargs=2,
+    metavar="A B",
+    default=None,
+    help="Print A against B image by image (models or run ids) on their common benchmarks; writes no report.",
+)
 @options.tracking_uri
 @options.zoo_dirs
-def report(experiment, runs, experiment_file, models, benches, out, formats, tracking_uri, zoo_dirs) -> None:
+@options.bench_dirs
+def report(
+    experiment,
+    runs,
+    experiment_file,
+    models,
+    benches,
+    out,
+    formats,
+    compare,
+    tracking_uri,
+    zoo_dirs,
+    bench_dirs,
+) -> None:
     """Tables, figures and one HTML page comparing finished evaluation and finetuning runs."""
+    if compare:
+        from demoe.report.compare import compare_runs
+
+        if runs or models:
+            raise click.UsageError("--compare A B names the models or runs itself: drop --runs and --models")
+        selection = Selection(
+            experiment=experiment, experiment_file=experiment_file, benches=options.csv(benches) or []
+        )
+        table = compare_runs(selection, *compare, tracking_uri=tracking_uri)
+        click.echo(f"{table.title}\n\n{to_markdown(table)}")
+        for note in table.notes:
+            click.echo(note)
+        return
     selection = Selection(
         experiment=experiment,
         run_ids=options.csv(runs) or [],
@@ -59,10 +93,13 @@ def report(experiment, runs, experiment_file, models, benches, out, formats, tra
         parse_formats(formats),
         tracking_uri=tracking_uri,
         zoo_dirs=list(zoo_dirs),
+        bench_dirs=list(bench_dirs),
     )
     main_table = result.table("main")
     if main_table is not None:
         click.echo(to_markdown(main_table))
+    for table in (t for t in result.tables if t.name.startswith("unpaired__")):  # no sharp images
+        click.echo(f"{table.title}\n\n{to_markdown(table)}")
     for item in result.collection.left_out:
         click.echo(f"left out: {item}", err=True)
     page = result.out / "report.html"

@@ -10,10 +10,13 @@ from demoe.cli import options
 from demoe.config import load_config
 from demoe.jobs.evaluate import EvalConfig, evaluate
 from demoe.jobs.sweep import expand_sweep
+from demoe.metrics.scorers import NEEDS_SHARP
 from demoe.records import EvalResult
+from demoe.registry.benchmarks import PAPER_PROTOCOLS
 from demoe.registry.zoo import DEFAULT_MODEL
 from demoe.runtime import launch_torchrun
 from demoe.tracking import mlflow_runs
+from demoe.vocab import TASKS
 
 
 def print_result(result: EvalResult) -> None:
@@ -33,12 +36,63 @@ def print_result(result: EvalResult) -> None:
         row["routing_acc"] = "-" if accuracy is None else f"{100 * accuracy:.1f}%"
         row["s/img"] = "-" if seconds is None else f"{seconds:.4f}"
         rows.append(row)
-    click.echo(f"{result.model} on {result.bench} ({result.split}, {result.bench_info.pairs} pairs)")
+    unpaired = result.bench_info.unpaired
+    count = f"{result.bench_info.pairs} {'images, no sharp ones' if unpaired else 'pairs'}"
+    click.echo(f"{result.model} on {result.bench} ({result.split}, {count})")
     options.print_table(rows, ["routing", "images", *metric_names, "routing_acc", "s/img"])
     for name, reason in result.metrics_unavailable.items():
-        click.echo(f"{name}: not computed: {reason}", err=True)
+        if reason != NEEDS_SHARP:
+            click.echo(f"{name}: not computed: {reason}", err=True)
+    if unpaired:
+        print_unpaired_notes(result)
     if result.bench_info.protocol_note:
         click.echo(f"note: {result.bench_info.protocol_note}", err=True)
+    if result.config.get("task"):
+        click.echo(f"note: every pair labelled {result.config['task']} for this run (--task)", err=True)
+    bench = result.bench_info
+    if bench.partial:
+        click.echo(f"note: a partial benchmark: {bench.pairs} of the {bench.expected_pairs} pairs", err=True)
+    if bench.skipped_bad_pairs:
+        skipped = ", ".join(bench.skipped_bad_pairs[:5]) + (
+            ", ..." if len(bench.skipped_bad_pairs) > 5 else ""
+        )
+        click.echo(f"note: {len(bench.skipped_bad_pairs)} bad pair(s) left out: {skipped}", err=True)
+    paper_note = paper_protocol_note(result)
+    if paper_note:
+        click.echo(f"note: {paper_note}", err=True)
+
+
+def print_unpaired_notes(result: EvalResult) -> None:
+    """A benchmark without sharp images: what the router chose, and one line on what was not scored."""
+    auto = result.summary("auto")
+    if auto is not None and auto.decisions:
+        choices = ", ".join(f"{task} {n}" for task, n in auto.decisions.items())
+        click.echo(f"router's choices (auto): {choices}; comparison strips in the results folder's strips/")
+    asked = [name for name, reason in result.metrics_unavailable.items() if reason == NEEDS_SHARP]
+    not_computable = f": {', '.join(asked)} not computable for this benchmark" if asked else ""
+    click.echo(
+        f"note: {result.bench} has no sharp images, so it is scored with no-reference metrics only "
+        f"({', '.join(result.metric_names) or 'none could run here'}); full-reference metrics (PSNR, SSIM, "
+        f"LPIPS) need sharp images{not_computable}",
+        err=True,
+    )
+
+
+def paper_protocol_note(result: EvalResult) -> str | None:
+    """Which columns score as the benchmark's papers do (its manifest's paper_protocol), and how to add
+    the ones that were not computed."""
+    paper = result.protocol.get("paper_protocol")
+    if paper not in PAPER_PROTOCOLS:
+        return None
+    colors = result.protocol.get("metric_color") or {}
+    same = [m for m in PAPER_PROTOCOLS[paper] if colors.get(m) == paper]
+    missing = [m for m in PAPER_PROTOCOLS[paper] if m not in colors]
+    text = f"{result.bench}'s papers score PSNR and SSIM on {paper} (its paper_protocol)"
+    if same:
+        text += f"; the columns to compare with them: {', '.join(same)}"
+    if missing:
+        text += f"; add --metrics {','.join([*result.metric_names, *missing])} for {', '.join(missing)}"
+    return text
 
 
 @click.command(
@@ -46,6 +100,7 @@ def print_result(result: EvalResult) -> None:
     epilog=options.examples(
         "demoe-eval run",
         "demoe-eval run --model DeMoE --bench DRMI --routing auto,defocus",
+        "demoe-eval run --model DeMoE-DRMI --bench DRMI --task defocus --routing oracle,auto",
         "demoe-eval run -e experiments/tiny_synth_k_sweep.yaml",
     ),
 )
@@ -56,7 +111,8 @@ def print_result(result: EvalResult) -> None:
     "--bench",
     default="aio-synth",
     show_default=True,
-    help="Benchmark name, subset (aio-synth/defocus) or a folder with blur/ and sharp/.",
+    help="Benchmark name, subset (aio-synth/defocus) or a folder with blur/ and sharp/ (blurred images "
+    "alone: scored without reference).",
 )
 @click.option("--split", default=None, help="Benchmark split [default: its test split].")
 @click.option(
@@ -65,9 +121,21 @@ def print_result(result: EvalResult) -> None:
     help="Comma list of auto, oracle, all or task names [default: auto,oracle when the benchmark is labelled, else auto].",
 )
 @click.option(
-    "--metrics", default="psnr,ssimc,lpips", show_default=True, help="Comma list of pyiqa metric names."
+    "--task",
+    type=click.Choice(TASKS),
+    default=None,
+    help="Label every pair of an unlabelled benchmark (DRMI) with this task for this run, so that oracle "
+    "forces its experts and auto is scored against it (recorded in results.json and MLflow).",
+)
+@click.option(
+    "--metrics",
+    default=None,
+    help="Comma list of pyiqa metric names, or psnry-ycbcr and ssim-ycbcr (BasicSR's Y channel) "
+    "[default: psnr,ssimc,lpips; on a benchmark without sharp images, the no-reference niqe,brisque,piqe].",
 )
 @options.checkpoint
+@options.param_key
+@options.cast_weights
 @click.option(
     "--k",
     "k",
@@ -138,7 +206,18 @@ def print_result(result: EvalResult) -> None:
 @options.zoo_dirs
 @options.weights_dir
 @click.option("--allow-download", is_flag=True, help="Let metrics download their weights.")
-@click.option("--on-bad-pair", type=click.Choice(["fail", "skip"]), default="fail", show_default=True)
+@click.option(
+    "--on-bad-pair",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="Unreadable or mismatched pairs: stop, or leave them out (decodes every image first; recorded).",
+)
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="Score a split that has fewer pairs than its manifest declares (recorded as partial).",
+)
 @options.nproc
 @options.experiment_file
 def run(tracking: bool, tracking_uri, experiment, nproc, experiment_file, **given) -> None:
@@ -153,7 +232,8 @@ def run(tracking: bool, tracking_uri, experiment, nproc, experiment_file, **give
         k=given["k"],
         split=given["split"],
         routing=options.csv(given["routing"]),
-        metrics=options.csv(given["metrics"]) or [],
+        task=given["task"],
+        metrics=None if given["metrics"] is None else options.csv(given["metrics"]) or [],
         device=given["device"],
         batch_size=given["batch_size"],
         workers=given["workers"],
@@ -171,6 +251,9 @@ def run(tracking: bool, tracking_uri, experiment, nproc, experiment_file, **give
         weights_dir=given["weights_dir"],
         allow_download=given["allow_download"],
         on_bad_pair=given["on_bad_pair"],
+        allow_partial=given["allow_partial"],
+        param_key=given["param_key"],
+        cast_weights=given["cast_weights"],
     )
     if tracking and int(os.environ.get("RANK", "0")) == 0:
         mlflow_runs.check_server(tracking_uri)

@@ -1,4 +1,4 @@
-"""``demoe-eval zoo list / show / fetch``."""
+"""``demoe-eval zoo list / show / fetch / export``."""
 
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from demoe.registry import zoo as zoo_lib
 
 @click.group(cls=options.DemoeGroup)
 def zoo() -> None:
-    """The model zoo: list, inspect and download models."""
+    """The model zoo: list, inspect, download and export models."""
 
 
 def entry_stats(entry: zoo_lib.ZooEntry) -> dict:
@@ -82,7 +82,7 @@ def zoo_show(name: str, zoo_dirs: tuple[Path, ...]) -> None:
         "checkpoint": None
         if ckpt is None
         else {
-            **{k: v for k, v in vars(ckpt).items() if v is not None},
+            **{k: v for k, v in vars(ckpt).items() if v is not None and v is not False},
             "found_at": next((str(p) for p in candidates if p.is_file()), None),
             "looked_in": [str(p) for p in candidates],
         },
@@ -104,3 +104,52 @@ def zoo_fetch(name: str, force: bool, zoo_dirs: tuple[Path, ...]) -> None:
     path = download.fetch(entry, progress=True, force=force)
     verified = "sha256 verified" if entry.checkpoint.sha256 else "no sha256 in the zoo entry: NOT verified"
     click.echo(f"{entry.name}: {path} ({verified})")
+
+
+@zoo.command(
+    "export",
+    epilog=options.examples(
+        "demoe-eval zoo export DeMoE-tiny-synth --format published DeMoE-tiny-synth.pt",
+        "demoe-eval zoo export DeMoE --checkpoint ema.pth --param-key params_ema DeMoE_ema.pt",
+    ),
+)
+@click.argument("name")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["published"]),
+    default="published",
+    show_default=True,
+    help="published: {'params': state_dict} written with torch.save, as the original inference.py and "
+    "finetune.py load it (strictly).",
+)
+@options.checkpoint
+@options.param_key
+@options.cast_weights
+@options.zoo_dirs
+def zoo_export(
+    name: str,
+    out: Path,
+    fmt: str,
+    checkpoint: Path | None,
+    param_key: str | None,
+    cast_weights: bool,
+    zoo_dirs: tuple[Path, ...],
+) -> None:
+    """Write a model's weights to OUT in another layout, e.g. for the published DeMoE scripts."""
+    from demoe.registry.build import export_weights  # imports torch: only when exporting
+
+    loaded = export_weights(
+        name,
+        out,
+        fmt,
+        checkpoint=checkpoint,
+        zoo=zoo_lib.load_zoo(zoo_lib.zoo_dirs(zoo_dirs)),
+        param_key=param_key,
+        cast_weights=cast_weights,
+    )
+    key = loaded.weights.param_key if loaded.weights else None
+    source = f"{loaded.checkpoint}" + (f" [{key}]" if key else "")
+    tensors = len(loaded.model.state_dict())
+    click.echo(f"{name}: {source} -> {out} ({fmt}: {{'params': state_dict}}, {tensors} tensors)")

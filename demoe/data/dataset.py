@@ -37,6 +37,8 @@ class PairedImageDataset(torch.utils.data.Dataset):
         if crop is not None and crop < 1:
             raise BenchmarkError(f"crop {crop}: the patch size must be a positive number of pixels")
         self.pairs = list(pairs)
+        if crop is not None and any(p.sharp is None for p in self.pairs):
+            raise BenchmarkError("training crops need sharp images; this benchmark has none (unpaired)")
         self.crop = crop
         self.augment = augment
         self.seed = seed
@@ -48,8 +50,11 @@ class PairedImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, str, int]:
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor | None, str, int]:
         pair = self.pairs[i]
+        label = TASK_INDEX[pair.label] if pair.label is not None else -1
+        if pair.sharp is None:  # a benchmark without sharp images: the blurred image alone, whole
+            return _chw(read_image(pair.blurred)), None, pair.name, label
         blurred, sharp = read_image(pair.blurred), read_image(pair.sharp)
         if blurred.shape != sharp.shape:
             (bh, bw), (sh, sw) = blurred.shape[:2], sharp.shape[:2]
@@ -60,7 +65,6 @@ class PairedImageDataset(torch.utils.data.Dataset):
         b, s = _chw(blurred), _chw(sharp)
         if self.augment:
             b, s = _augment(rng, b, s)
-        label = TASK_INDEX[pair.label] if pair.label is not None else -1
         return b, s, pair.name, label
 
     def _random_crop(

@@ -52,6 +52,8 @@ class ImageInfo:
     width: int
     height: int
     has_alpha: bool
+    mode: str = "RGB"  # Pillow's mode from the header (P, L, I;16, CMYK, ...)
+    bits: int = 8  # per sample: 16 where ``read_image`` reads more than 8 bits
 
 
 def _reason(error: BaseException) -> str:
@@ -217,15 +219,18 @@ def _data_end_ok(im: Image.Image, path: Path) -> bool:
 
 
 def probe_image(path: Path) -> ImageInfo:
-    """Size (after EXIF orientation) and alpha from the header, plus a check that the file is not cut short."""
+    """Size (after EXIF orientation), alpha, mode and bit depth from the header, plus a check that the
+    file is not cut short."""
     path = Path(path)
     try:
         with Image.open(path) as im:
             width, height = _oriented_size(im, _orientation(im))
             has_alpha = im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info)
             complete = _data_end_ok(im, path)
+            deep = im.mode.startswith("I") or im.mode == "F" or _is_deep_colour(im, path)
+            mode = im.mode
     except _DECODE_ERRORS as e:
         raise ImageReadError(path, _reason(e)) from None
     if not complete:
         raise ImageReadError(path, "truncated: the file ends before its image data does")
-    return ImageInfo(width, height, has_alpha)
+    return ImageInfo(width, height, has_alpha, mode, 16 if deep else 8)

@@ -22,7 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from demoe.config import read_yaml
 from demoe.data.images import ImageReadError, ImageWarning, probe_image, read_image
+from demoe.data.unpaired import unpaired_subsets
 from demoe.registry.benchmarks import (
     GENERATORS,
     BenchmarkError,
@@ -31,6 +33,7 @@ from demoe.registry.benchmarks import (
     Subset,
     find_spec,
     load_registry,
+    parse_spec,
 )
 from demoe.vocab import TASKS
 
@@ -48,7 +51,7 @@ PAIR_FOLDERS: tuple[tuple[str, str], ...] = (
 class Pair:
     name: str
     blurred: Path
-    sharp: Path
+    sharp: Path | None  # None: an image of a benchmark without sharp images (unpaired)
     label: str | None
 
 
@@ -86,7 +89,7 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        return not self.problems and (self.expected is None or self.pairs == self.expected)
+        return not self.problems and self.pairs > 0 and (self.expected is None or self.pairs == self.expected)
 
 
 def _match_rules(patterns: tuple[str, ...]) -> list[re.Pattern]:
@@ -96,12 +99,27 @@ def _match_rules(patterns: tuple[str, ...]) -> list[re.Pattern]:
     ]
 
 
+def _utf8(text: str) -> bool:
+    """Whether a name from the file system is text (a name in another encoding holds surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _scan(folder: Path, patterns: tuple[str, ...]) -> dict[str, list[Path]]:
     """Files under ``folder`` (recursively, in sorted order) by pairing key: the sub-folder path plus what
     the pattern's ``*`` matched."""
     rules = _match_rules(patterns)
     found: dict[str, list[Path]] = defaultdict(list)
+    seen: set[tuple[int, int]] = set()  # folders walked, so that a symlink loop is walked once
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        stat = os.stat(dirpath)
+        if (stat.st_dev, stat.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel = Path(dirpath).relative_to(folder)
         for filename in sorted(f for f in filenames if not f.startswith(".")):
@@ -112,23 +130,27 @@ def _scan(folder: Path, patterns: tuple[str, ...]) -> dict[str, list[Path]]:
 
 
 def _pair_folders(subset: Subset, base: Path, bench: str) -> tuple[list[Pair], list[Problem]]:
-    blurred_dir, sharp_dir = base / subset.blurred, base / subset.sharp
+    blurred_dir, sharp_dir = base / subset.blurred, None if subset.sharp is None else base / subset.sharp
     for folder in (blurred_dir, sharp_dir):
-        if not folder.is_dir():
+        if folder is not None and not folder.is_dir():
+            expects = " and ".join(f"{f}/" for f in (subset.blurred, subset.sharp) if f is not None)
             raise BenchmarkError(
-                f"{bench}: folder {folder} does not exist; the layout expects {subset.blurred}/ and "
-                f"{subset.sharp}/ under {base}"
+                f"{bench}: folder {folder} does not exist; the layout expects {expects} under {base}"
             )
     blurred = _scan(blurred_dir, subset.blurred_files or subset.files)
-    sharp = _scan(sharp_dir, subset.sharp_files or subset.files)
+    sharp = _scan(sharp_dir, subset.sharp_files or subset.files) if sharp_dir else {}
     pairs, problems = [], []
     for key in sorted(blurred.keys() | sharp.keys()):
         name = f"{subset.name}/{key}" if subset.name else key
         b, s = blurred.get(key, []), sharp.get(key, [])
         duplicates = next((files for files in (b, s) if len(files) > 1), None)
-        if duplicates:
+        if not _utf8(key):
+            problems.append(Problem(name, (b or s)[0], "file name is not valid UTF-8; rename the file"))
+        elif duplicates:
             files = " and ".join(f.name for f in duplicates)
             problems.append(Problem(name, duplicates[0], f"duplicate name: {files} would both pair as {key}"))
+        elif not s and sharp_dir is None:
+            pairs.append(Pair(name, b[0], None, subset.label))
         elif not s:
             problems.append(Problem(name, b[0], f"missing partner: no sharp image {key} in {sharp_dir}"))
         elif not b:
@@ -186,7 +208,7 @@ def expand_subsets(spec: BenchmarkSpec, split: str, root: Path) -> list[Subset]:
             folder=subset.folder.format(split=split),
             folders=subset.folders.format(split=split) if subset.folders else None,
             blurred=subset.blurred.format(split=split),
-            sharp=subset.sharp.format(split=split),
+            sharp=subset.sharp.format(split=split) if subset.sharp is not None else None,
             pair_list=subset.pair_list.format(split=split) if subset.pair_list else None,
         )
         if subset.folders is None:
@@ -214,6 +236,9 @@ def pair_subsets(
         pairs += found
         problems += bad
     return sorted(pairs, key=lambda p: p.name), sorted(problems, key=lambda p: (p.name, str(p.file)))
+
+
+FOLDER_MANIFEST = "benchmark.yaml"
 
 
 def _pair_folder_names(folder: Path) -> tuple[str, str] | None:
@@ -249,10 +274,13 @@ def folder_spec(folder: Path, split: str | None = None) -> tuple[BenchmarkSpec, 
             for sub in sorted(p for p in base.iterdir() if p.is_dir())
             if (n := _pair_folder_names(sub)) is not None
         )
+    if not subsets:  # blurred images alone: a benchmark without sharp images
+        subsets = unpaired_subsets(base, tuple(dict.fromkeys(b for b, _ in PAIR_FOLDERS)))
     if not subsets:
         pairs_text = ", ".join(f"{b}/+{s}/" for b, s in PAIR_FOLDERS)
         raise BenchmarkError(
-            f"--bench {folder}: holds none of the folder pairs {pairs_text} (nor sub-folders that do)"
+            f"--bench {folder}: holds none of the folder pairs {pairs_text} (nor sub-folders that do), "
+            "nor any image"
         )
     spec = BenchmarkSpec(
         name=folder.name,
@@ -320,7 +348,13 @@ def resolve(
         folder = Path(name_or_path).expanduser()
         if not folder.is_dir():
             raise
-        spec, split = folder_spec(folder, split)
+        manifest = folder / FOLDER_MANIFEST
+        if manifest.is_file():  # a folder that carries its manifest (as `bench make` writes it)
+            data = read_yaml(manifest, BenchmarkError)
+            root = str(folder.resolve())  # wherever the folder was moved to
+            spec = parse_spec({**data, "root": root} if isinstance(data, dict) else data, manifest)
+        else:
+            spec, split = folder_spec(folder, split)
         subset_name = None
     split = split or spec.test_split
     if split not in spec.splits:
@@ -329,9 +363,8 @@ def resolve(
     if spec.generated:
         root = _generate(spec, root)
     if not root.is_dir():
-        where = f" from {spec.url}" if spec.url else ""
         raise BenchmarkError(
-            f"{spec.name}: no data at {root}; download it{where} and unpack it there, or point "
+            f"{spec.name}: no data at {root}; {spec.how_to_get()}, or point "
             f"--data-root (or $DEMOE_DATA) at the folder that holds {Path(spec.root).name}"
         )
     spec = _with_expected(spec, root, split)
@@ -379,9 +412,10 @@ def _fingerprint(bench: Benchmark) -> str:
 
     digest = hashlib.sha256()
     for pair in bench.pairs:
-        digest.update(f"{pair.name}\t{entry(pair.blurred)}\t{entry(pair.sharp)}\n".encode())
-    for problem in bench.problems:
-        digest.update(f"unpaired\t{problem.name}\t{entry(problem.file)}\n".encode())
+        sharp = "" if pair.sharp is None else f"\t{entry(pair.sharp)}"  # pairs hash as they always have
+        digest.update(os.fsencode(f"{pair.name}\t{entry(pair.blurred)}{sharp}\n"))
+    for problem in bench.problems:  # names in another encoding than UTF-8 hash as their bytes
+        digest.update(os.fsencode(f"unpaired\t{problem.name}\t{entry(problem.file)}\n"))
     return digest.hexdigest()[:16]
 
 
@@ -392,7 +426,7 @@ def check(bench: Benchmark, read_pixels: bool = False) -> CheckReport:
     problems, notes = list(bench.problems), []
     for pair in bench.pairs:
         infos = {}
-        for path in (pair.blurred, pair.sharp):
+        for path in filter(None, (pair.blurred, pair.sharp)):
             try:
                 infos[path] = probe_image(path)
                 if read_pixels:
@@ -427,11 +461,26 @@ def check(bench: Benchmark, read_pixels: bool = False) -> CheckReport:
     )
 
 
-def good_pairs(bench: Benchmark, report: CheckReport, on_bad_pair: str = "fail") -> list[Pair]:
+def good_pairs(
+    bench: Benchmark, report: CheckReport, on_bad_pair: str = "fail", allow_partial: bool = False
+) -> list[Pair]:
     """The pairs to use: all of them when the report has no problems; otherwise fail with the first
-    problem (``on_bad_pair="fail"``) or leave the bad ones out (``"skip"``)."""
+    problem (``on_bad_pair="fail"``) or leave the bad ones out (``"skip"``). A split with another count
+    of pairs than its manifest declares is an error (a score on part of a benchmark is not the
+    benchmark's score) unless ``allow_partial`` and fewer were found."""
     if on_bad_pair not in ("fail", "skip"):
         raise BenchmarkError(f"on_bad_pair {on_bad_pair!r}: use fail or skip")
+    if report.expected is not None and report.pairs != report.expected:
+        found = f"{bench.spec.name} ({bench.split}): found {report.pairs} pairs under {bench.root}"
+        if report.pairs > report.expected:
+            raise BenchmarkError(
+                f"{found}, but its manifest declares {report.expected}; fix the folder or the manifest's pairs"
+            )
+        if not allow_partial:
+            raise BenchmarkError(
+                f"{found} of the {report.expected} its manifest declares; complete the data "
+                "(`demoe-eval bench check` lists what is there), or score the part with --allow-partial"
+            )
     if report.problems and on_bad_pair == "fail":
         first = report.problems[0]
         raise BenchmarkError(

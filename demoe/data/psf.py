@@ -6,6 +6,7 @@ tiles (each output tile from its input tile plus the PSF's reach, i.e. overlap-s
 working memory is bounded by the tile size and a 4000x3000 photo convolves in a few hundred MB.
 """
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image
 from scipy.signal import fftconvolve
 
 from demoe.data.images import read_image
+from demoe.data.pairs import FOLDER_MANIFEST
 from demoe.errors import DemoeError
 from demoe.fileio import atomic_write_text, sha256_file
 from demoe.progress import bar as progress_bar
@@ -94,9 +96,13 @@ def load_psf(path: Path) -> np.ndarray:
         raise PsfError(
             f"--psf {path}: has negative values (min {psf.min():.3g}); a PSF is a light distribution >= 0, clip it"
         )
-    sums = psf.sum(axis=(0, 1))
-    if np.any(sums <= 0):
+    peaks = psf.max(axis=(0, 1))
+    if np.any(peaks <= 0):
         raise PsfError(f"--psf {path}: sums to 0 (in at least one channel), so it cannot be normalised")
+    sums = psf.sum(axis=(0, 1))
+    if not np.isfinite(sums).all():  # huge finite values: scaled to the peak first, the sum then fits
+        psf = psf / peaks
+        sums = psf.sum(axis=(0, 1))
     return psf / sums
 
 
@@ -195,10 +201,18 @@ def make_pairs(
     images = _input_images(input_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise PsfError(f"--out {out_dir}: folder is not empty; choose a new folder or empty it")
-    with progress_bar(len(images), "bench make", "image", enabled=progress) as bar:
-        for index, path in enumerate(images):
-            _blur_one(path, index, psf, out_dir, poisson, gaussian, seed)
-            bar.update()
+    # made in a hidden sibling and moved into place when complete: a failure leaves no half benchmark
+    partial = out_dir.parent / f".{out_dir.name}.partial"
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        with progress_bar(len(images), "bench make", "image", enabled=progress) as bar:
+            for index, path in enumerate(images):
+                _blur_one(path, index, psf, partial, poisson, gaussian, seed)
+                bar.update()
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     manifest = {
         "name": out_dir.resolve().name,
         "description": _describe(psf_path, psf, len(images), input_dir, poisson, gaussian, seed),
@@ -209,5 +223,8 @@ def make_pairs(
         "test_split": "test",
         "protocol": {"color": "rgb", "crop_border": 0, "quantize_8bit": True},
     }
-    atomic_write_text(out_dir / "benchmark.yaml", yaml.safe_dump(manifest, sort_keys=False, width=110))
+    atomic_write_text(partial / FOLDER_MANIFEST, yaml.safe_dump(manifest, sort_keys=False, width=110))
+    if out_dir.exists():
+        out_dir.rmdir()  # empty, checked above
+    partial.rename(out_dir)
     return out_dir

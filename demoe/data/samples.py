@@ -38,7 +38,7 @@ def varied_pairs(pairs: Sequence[Pair], per_label: int) -> list[Pair]:
 
     def coloured(pair: Pair) -> bool:
         if pair.name not in colour:
-            colour[pair.name] = is_colour(pair.sharp)
+            colour[pair.name] = is_colour(pair.sharp or pair.blurred)  # no sharp image: the blurred one
         return colour[pair.name]
 
     shown: set[str] = set()

@@ -35,6 +35,11 @@ class EpochSampler(torch.utils.data.DistributedSampler):
 
 def load_pairs(part: dict, data_root: Path | None, bench_dirs: list[Path]) -> tuple[list, Benchmark]:
     bench = resolve(str(part["bench"]), split=part["split"], data_root=data_root, bench_dirs=bench_dirs)
+    if bench.spec.unpaired:
+        raise TrainError(
+            f"benchmark {part['bench']} has no sharp images: training and validation need pairs "
+            "(evaluate it with `demoe-eval run`, which scores it without reference)"
+        )
     pairs = list(bench.pairs)[: part["limit"]] if part["limit"] else list(bench.pairs)
     if part["task"]:
         pairs = [replace(p, label=part["task"]) for p in pairs]

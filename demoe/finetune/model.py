@@ -13,7 +13,7 @@ from demoe.finetune.options import TrainError
 from demoe.net import has_router
 from demoe.net.training import MEMORY_FORMATS, leaves_experts_unused
 from demoe.registry import build, zoo
-from demoe.registry.checkpoints import load_weights
+from demoe.registry.checkpoints import load_checkpoint
 from demoe.runtime import Dist
 from demoe.vocab import AUTO, TASK_INDEX
 
@@ -43,6 +43,7 @@ def start_model(cfg: dict, zoo_dirs: list[Path]) -> StartModel:
     except zoo.ZooError as e:
         raise TrainError(str(e)) from None
     weights = cfg["path"]["pretrain_network_g"]
+    own = weights is None
     if weights is None and cfg["pretrained"] and entry is not None:
         if entry.checkpoint is None:
             raise TrainError(
@@ -51,7 +52,10 @@ def start_model(cfg: dict, zoo_dirs: list[Path]) -> StartModel:
             )
         weights = zoo.resolve_checkpoint(entry)
     if weights is not None:
-        load_weights(model, Path(weights))
+        param_key, cast = cfg["path"]["param_key_g"], bool(cfg["path"]["cast_weights_g"])
+        if entry is not None:
+            param_key, cast = zoo.weights_options(entry, own, param_key, cast)
+        load_checkpoint(model, Path(weights), param_key, cast)
     return StartModel(model, arch, kwargs, Path(weights) if weights else None, entry)
 
 

@@ -11,6 +11,7 @@ from demoe.config import ConfigError, apply_overrides
 from demoe.errors import DemoeError
 from demoe.net.losses import PIXEL_LOSSES
 from demoe.net.training import MEMORY_FORMATS
+from demoe.registry.zoo import network_kwargs_problems
 from demoe.vocab import ARCHITECTURE_NAMES, MODEL_MODES, TASKS
 
 STATE_FILE = "training_state.pt"
@@ -75,7 +76,14 @@ DEFAULTS: dict = {
         "register_model": None,  # the MLflow model the best checkpoint becomes a version of (default: name; false: none)
         "model_alias": None,  # an alias set on that version (MLflow reserves "latest": models:/NAME/latest is built in)
     },
-    "path": {"pretrain_network_g": None, "experiments_root": "runs"},
+    "path": {
+        "pretrain_network_g": None,
+        # the starting checkpoint's entry holding the weights (BasicSR's option; params_ema), default: the
+        # zoo entry's checkpoint.param_key, else params first
+        "param_key_g": None,
+        "cast_weights_g": None,  # true: convert starting weights of another dtype (float16); else refuse
+        "experiments_root": "runs",
+    },
 }
 FLOATS = [
     ("train", k)
@@ -125,6 +133,8 @@ def resolve_config(
     checkpoint: Path | str | None = None,
     device: str | None = None,
     source: str = "configuration",
+    param_key: str | None = None,
+    cast_weights: bool = False,
 ) -> dict:
     """The full option tree of a run: DEFAULTS, then the file, then ``--set``, then the CLI options."""
     cfg = _merge(DEFAULTS, apply_overrides(doc, overrides), source)
@@ -132,16 +142,31 @@ def resolve_config(
         cfg["model"], cfg["network_g"] = model, None
     if checkpoint:
         cfg["path"]["pretrain_network_g"] = str(checkpoint)
+    if param_key:
+        cfg["path"]["param_key_g"] = param_key
+    if cast_weights:
+        cfg["path"]["cast_weights_g"] = True
+    if cfg["path"]["param_key_g"] is not None and not isinstance(cfg["path"]["param_key_g"], str):
+        raise ConfigError(f"{source}: path.param_key_g must name the checkpoint's entry, e.g. params_ema")
+    if cfg["path"]["cast_weights_g"] not in (None, True, False):
+        raise ConfigError(f"{source}: path.cast_weights_g must be true or false")
     if device:
         cfg["device"] = device
     if bool(cfg["model"]) == bool(cfg["network_g"]):
         raise ConfigError(
             f"{source}: name either a zoo `model` to start from or a `network_g` to train, not both"
         )
-    if cfg["network_g"] and (not isinstance(cfg["network_g"], dict) or "type" not in cfg["network_g"]):
+    network = cfg["network_g"]
+    if network and (not isinstance(network, dict) or network.get("type") not in ARCHITECTURE_NAMES):
         raise ConfigError(
             f"{source}: network_g needs a type ({', '.join(ARCHITECTURE_NAMES)}) and its keywords"
         )
+    if network and (
+        problems := network_kwargs_problems(
+            network["type"], {k: v for k, v in network.items() if k != "type"}
+        )
+    ):
+        raise ConfigError(f"{source}: network_g: " + "; ".join(problems))
     if not cfg["datasets"]["train"]["bench"]:
         raise ConfigError(f"{source}: datasets.train.bench is required (a benchmark name or folder)")
     if cfg["datasets"]["train"]["synthesize"] and (
@@ -233,6 +258,7 @@ class RunOptions:
     data_root: Path | None = None
     bench_dirs: list[Path] = field(default_factory=list)
     stop_after: int | None = None  # leave after this many steps of this invocation (time-limited jobs)
+    replace_entry: bool = False  # replace a zoo entry of the same name made by another run (else it is kept)
 
     def run_folder(self, cfg: dict) -> Path:
         return Path(self.run_dir or Path(cfg["path"]["experiments_root"]) / cfg["name"])

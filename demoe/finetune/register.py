@@ -2,6 +2,7 @@
 once) and, when MLflow tracks the run, a version of the registered MLflow model of the same name (the
 zoo entry names that version)."""
 
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -24,6 +25,30 @@ def weights_licence(start: zoo.ZooEntry | None, pretrained_from: Path | None) ->
     if start is not None and start.licence:
         return f"derived from {start.name}'s weights: {start.licence}"
     return f"derived from {pretrained_from.name}: the licence of those weights"
+
+
+def keep_earlier_entry(zoo_dir: Path, name: str, run_dir: Path) -> str | None:
+    """An entry ``name`` in ``zoo_dir`` that another run made (or someone wrote by hand) is kept as
+    ``NAME-YYYYmmdd-HHMMSS`` (its YAML and weights renamed, its name rewritten), so that registering
+    never replaces a model silently; returns the name it is kept under."""
+    path = zoo_dir / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict) or (doc.get("info") or {}).get("run_dir") == str(run_dir):
+        return None  # this run's own entry (a resumed run registers again), or not an entry at all
+    kept = f"{name}-{datetime.fromtimestamp(path.stat().st_mtime):%Y%m%d-%H%M%S}"
+    doc["name"] = kept
+    checkpoint = doc.get("checkpoint")
+    if isinstance(checkpoint, dict) and checkpoint.get("path") == f"weights/{name}.safetensors":
+        weights = zoo_dir / "weights" / f"{kept}.safetensors"
+        (zoo_dir / checkpoint["path"]).replace(weights)
+        checkpoint |= {"file": weights.name, "path": f"weights/{weights.name}"}
+    atomic_write_text(
+        zoo_dir / f"{kept}.yaml", yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=110)
+    )
+    path.unlink()
+    return kept
 
 
 def register_zoo_entry(
@@ -95,6 +120,9 @@ def register(
     zoo_dir = Path(opts.zoo_dir or demoe_home() / "zoo")
     description = cfg["description"] or f"{start.arch} trained with demoe-eval finetune ({cfg['name']})."
     licence = weights_licence(start.entry, start.weights)
+    kept = None if opts.replace_entry else keep_earlier_entry(zoo_dir, cfg["name"], run_dir)
+    if kept:
+        print(f"the earlier zoo entry {cfg['name']!r} is kept as {kept!r}", flush=True)
     entry = register_zoo_entry(
         zoo_dir, cfg["name"], start.arch, start.kwargs, best, description, info, licence
     )

@@ -60,8 +60,16 @@ def load_saved(run_dir: Path, cfg: dict, insist: bool) -> dict | None:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        latest = Path(run_dir) / "models" / "latest.pt"
+        keep = (
+            f", or start a new run from its last saved weights with --set path.pretrain_network_g={latest} "
+            "--out NEW_FOLDER (the optimiser and schedule start anew)"
+            if latest.is_file()
+            else ""
+        )
         raise TrainError(
-            f"{path}: the training state cannot be read ({type(e).__name__}); delete it to restart"
+            f"{path}: the training state cannot be read ({type(e).__name__}); delete it to restart "
+            f"from step 0{keep}"
         ) from None
 
     def compared(options: dict) -> dict:

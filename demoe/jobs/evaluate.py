@@ -7,6 +7,7 @@ settings skips the images already scored. Under torchrun every rank scores its o
 images and rank 0 gathers them, summarises and writes the folder. MLflow logging is the caller's.
 """
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,16 +19,19 @@ from demoe.data.dataset import PairedImageDataset
 from demoe.data.images import image_size, read_image
 from demoe.data.pairs import Benchmark, CheckReport, check, good_pairs, resolve
 from demoe.fileio import sha256_file
-from demoe.metrics.scorers import MetricSet, Protocol
-from demoe.metrics.summary import summarize
+from demoe.jobs.restore import panel_label
+from demoe.metrics.scorers import NO_REFERENCE_DEFAULTS, MetricSet, Protocol
+from demoe.metrics.summary import compare_modes, decisions, summarize
 from demoe.net import has_router
 from demoe.progress import bar as progress_bar
-from demoe.records import BenchInfo, EvalResult, ModelInfo, Timing
+from demoe.records import BenchInfo, EvalResult, ModelInfo, Statistics, Timing
 from demoe.registry import build, zoo
+from demoe.registry.checkpoints import LoadedWeights
 from demoe.runner import inference
 from demoe.runner.scoring import (
     EvaluationError,
     RestoreOptions,
+    ScoredBatch,
     collate_pairs,
     num_moe_blocks,
     parse_routing,
@@ -36,15 +40,18 @@ from demoe.runner.scoring import (
 )
 from demoe.runtime import Dist, gather, init_distributed, resolve_device
 from demoe.tracking.results import (
+    STRIPS,
     RecordsFile,
     claim,
     read_records,
     sample_path,
     save_sample,
+    save_strip,
+    strip_path,
     unique_records,
     write_results,
 )
-from demoe.vocab import IDENTITY, ORACLE
+from demoe.vocab import AUTO, IDENTITY, ORACLE, TASKS
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,8 @@ class EvalConfig:
     k: int | None = None
     split: str | None = None
     routing: list[str] | None = None  # None: auto (+ oracle when the benchmark is labelled)
-    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssimc", "lpips"])
+    task: str | None = None  # label every pair of an unlabelled benchmark with this task for this run
+    metrics: list[str] | None = None  # None: DEFAULT_METRICS, or NO_REFERENCE_DEFAULTS without sharp images
     device: str = "auto"
     batch_size: int = 1
     workers: int | None = None  # None: default_workers(device)
@@ -73,6 +81,9 @@ class EvalConfig:
     weights_dir: Path | None = None
     allow_download: bool = False
     on_bad_pair: str = "fail"
+    allow_partial: bool = False  # score a split that has fewer pairs than its manifest declares
+    param_key: str | None = None  # the checkpoint's entry holding the weights (None: the zoo entry's)
+    cast_weights: bool = False  # convert checkpoint tensors of another dtype than the model's
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()} | {
@@ -87,6 +98,9 @@ class EvalConfig:
     @property
     def out_dir(self) -> Path:
         return Path(self.out or default_out_dir(self.model, self.bench))
+
+
+DEFAULT_METRICS = ("psnr", "ssimc", "lpips")
 
 
 def default_workers(device: torch.device) -> int:
@@ -116,6 +130,23 @@ class Setup:
     modes: list[str]
     protocol: Protocol
     metrics: MetricSet
+    weights: LoadedWeights | None = None  # which entry of the checkpoint was loaded, what was cast
+    param_key_requested: str | None = None  # --param-key, else the zoo entry's checkpoint.param_key
+    metric_names: list[str] = field(default_factory=list)  # the metrics asked for, defaults resolved
+
+
+def label_pairs(pairs: list, task: str | None, bench: Benchmark) -> list:
+    """``pairs`` labelled ``task`` for this run (``--task``), which only an unlabelled benchmark takes."""
+    if task is None:
+        return pairs
+    if task not in TASKS:
+        raise EvaluationError(f"--task {task!r}: not a task; use one of {', '.join(TASKS)}")
+    if any(p.label is not None for p in pairs):
+        raise EvaluationError(
+            f"--task {task}: {bench.spec.name} carries its own task labels and --task labels an unlabelled "
+            f"benchmark; drop --task (--routing {task} forces that expert on every image)"
+        )
+    return [dataclasses.replace(p, label=task) for p in pairs]
 
 
 def prepare(cfg: EvalConfig) -> Setup:
@@ -123,15 +154,23 @@ def prepare(cfg: EvalConfig) -> Setup:
     device = resolve_device(cfg.device, dist_info)
     torch.manual_seed(cfg.seed)
     bench = resolve(cfg.bench, split=cfg.split, data_root=cfg.data_root, bench_dirs=cfg.bench_dirs)
-    report = check(bench)
-    pairs = good_pairs(bench, report, cfg.on_bad_pair)
+    # skipping bad pairs decodes every image first, so that corrupt pixels are skipped, not fatal
+    report = check(bench, read_pixels=cfg.on_bad_pair == "skip")
+    pairs = label_pairs(good_pairs(bench, report, cfg.on_bad_pair, cfg.allow_partial), cfg.task, bench)
     if cfg.limit is not None:
         pairs = pairs[: cfg.limit]
     if not pairs:
         raise EvaluationError(f"{bench.spec.name}: no image pairs to evaluate under {bench.root}")
-    model, entry, checkpoint = build.create_model(
-        cfg.model, checkpoint=cfg.checkpoint, k=cfg.k, zoo=zoo.load_zoo(zoo.zoo_dirs(cfg.zoo_dirs))
+    loaded = build.load_model(
+        cfg.model,
+        checkpoint=cfg.checkpoint,
+        k=cfg.k,
+        zoo=zoo.load_zoo(zoo.zoo_dirs(cfg.zoo_dirs)),
+        param_key=cfg.param_key,
+        cast_weights=cfg.cast_weights,
     )
+    model, entry, checkpoint = loaded.model, loaded.entry, loaded.checkpoint
+    requested_key = zoo.weights_options(entry, cfg.checkpoint is None, cfg.param_key)[0]
     inference.check_precision(cfg.precision, device)
     model = inference.prepare(model, device, cfg.compile)
     labelled = any(p.label is not None for p in pairs)
@@ -140,12 +179,16 @@ def prepare(cfg: EvalConfig) -> Setup:
     protocol = Protocol(
         **{k: v for k, v in bench.spec.protocol.items() if k in ("color", "crop_border", "quantize_8bit")}
     )
+    unpaired = bench.spec.unpaired  # no sharp images: no-reference metrics score each image alone
+    defaults = NO_REFERENCE_DEFAULTS if unpaired else DEFAULT_METRICS
+    names = list(cfg.metrics if cfg.metrics is not None else defaults)
     metrics = MetricSet(
-        cfg.metrics,
+        names,
         device=device,
         protocol=protocol,
         weights_dir=cfg.weights_dir,
         allow_download=cfg.allow_download,
+        reference=not unpaired,
     )
     checkpoint_sha = sha256_file(checkpoint) if checkpoint else None
     return Setup(
@@ -161,6 +204,9 @@ def prepare(cfg: EvalConfig) -> Setup:
         modes,
         protocol,
         metrics,
+        loaded.weights,
+        requested_key,
+        metric_names=names,
     )
 
 
@@ -178,7 +224,10 @@ def run_key(cfg: EvalConfig, setup: Setup) -> dict:
         "tile": cfg.tile,
         "tile_overlap": cfg.tile_overlap,
         "precision": cfg.precision,
-    }
+    } | (
+        ({"checkpoint_param_key": setup.param_key_requested} if setup.param_key_requested else {})
+        | ({"task": cfg.task} if cfg.task else {})
+    )
 
 
 def samples_to_save(pairs: list, modes: list[str], per_label: int, folder: Path) -> set[str]:
@@ -210,6 +259,28 @@ def save_wild_sample(setup: Setup, path: Path, restore: RestoreOptions, folder: 
                 save_sample(folder, f"wild/{path.stem}", mode, image[0], out["output"][0])
 
 
+def strip_panels(scored: ScoredBatch, i: int) -> list:
+    """Image ``i`` of a scored batch beside its restoration in every model mode, labelled as
+    ``restore --compare`` labels them (auto: the task the router chose)."""
+    views = {
+        r.mode: {"pred_task": r.pred_task, "router_probs": r.router_probs}
+        for r in scored.records
+        if r.name == scored.batch.names[i] and r.pred_task
+    }
+    panels = [("input", scored.batch.blurred[i])]
+    for mode, restored in scored.restored.items():
+        panels.append((panel_label(mode, views.get(mode, {}), len(scored.restored)), restored[i]))
+    return panels
+
+
+def strips_to_save(setup: Setup, pairs: list, folder: Path) -> set[str]:
+    """Without sharp images every image gets a strip, how a reader judges such results: the names of
+    ``pairs`` whose strip is not in ``folder`` yet (none on a benchmark with sharp images)."""
+    if not setup.bench.spec.unpaired:
+        return set()
+    return {p.name for p in pairs if not strip_path(folder, p.name).is_file()}
+
+
 def loader_of(pairs: list, cfg: EvalConfig, device: torch.device):
     sizes = [image_size(p.blurred) for p in pairs]
     workers = default_workers(device) if cfg.workers is None else cfg.workers
@@ -238,7 +309,10 @@ def evaluate(cfg: EvalConfig, progress: bool = False) -> EvalResult | None:
     shard = setup.pairs[dist_info.rank :: dist_info.world]
     sample_dir = out / "samples"
     to_save = samples_to_save(shard, modes, cfg.save_images, sample_dir) if dist_info.is_main else set()
-    todo = [p for p in shard if p.name in to_save or any((m, p.name) not in done for m in modes)]
+    strip_dir = out / STRIPS
+    strips = strips_to_save(setup, shard, strip_dir)
+    restore_anyway = to_save | strips
+    todo = [p for p in shard if p.name in restore_anyway or any((m, p.name) not in done for m in modes)]
     loader, workers = loader_of(todo, cfg, setup.device)
 
     started = time.perf_counter()
@@ -249,10 +323,12 @@ def evaluate(cfg: EvalConfig, progress: bool = False) -> EvalResult | None:
     )
     with bar:
         for scored in score_loader(
-            setup.model, loader, modes, setup.metrics, setup.device, cfg.restore_options, done, to_save
+            setup.model, loader, modes, setup.metrics, setup.device, cfg.restore_options, done, restore_anyway
         ):
             forward_seconds += sum(r.seconds for r in scored.records)
             for i, name in enumerate(scored.batch.names):
+                if name in strips:
+                    save_strip(strip_dir, name, strip_panels(scored, i))
                 if name in to_save:
                     for mode, restored in scored.restored.items():
                         save_sample(
@@ -261,7 +337,7 @@ def evaluate(cfg: EvalConfig, progress: bool = False) -> EvalResult | None:
                             mode,
                             scored.batch.blurred[i],
                             restored[i],
-                            scored.batch.sharp[i],
+                            None if scored.batch.sharp is None else scored.batch.sharp[i],
                         )
             psnr += [r.scores["psnr"] for r in scored.records if r.mode == modes[-1] and "psnr" in r.scores]
             records_file.append(scored.records)
@@ -295,7 +371,10 @@ def evaluate(cfg: EvalConfig, progress: bool = False) -> EvalResult | None:
 
 
 def make_result(cfg: EvalConfig, setup: Setup, records: list, timing: Timing) -> EvalResult:
-    bench, entry = setup.bench, setup.entry
+    bench, entry, statistics = setup.bench, setup.entry, Statistics()
+    results = summarize(records, setup.metrics.available, num_moe_blocks(setup.model), statistics)
+    if bench.spec.unpaired and AUTO in results:  # what the router chose, where nothing can check it
+        results[AUTO].decisions = decisions([r for r in records if r.mode == AUTO])
     return EvalResult(
         run_name=f"{cfg.model}{f'-k{cfg.k}' if cfg.k else ''}@{bench.spec.name}",
         model=cfg.model,
@@ -308,6 +387,8 @@ def make_result(cfg: EvalConfig, setup: Setup, records: list, timing: Timing) ->
             checkpoint=str(setup.checkpoint) if setup.checkpoint else None,
             checkpoint_sha256=setup.checkpoint_sha256,
             params=sum(p.numel() for p in setup.model.parameters()),
+            checkpoint_param_key=setup.weights.param_key if setup.weights else None,
+            weights_cast=dict(setup.weights.cast) if setup.weights else {},
         ),
         bench_info=BenchInfo(
             root=str(bench.root),
@@ -316,10 +397,16 @@ def make_result(cfg: EvalConfig, setup: Setup, records: list, timing: Timing) ->
             task=bench.spec.task,
             protocol_note=getattr(bench.spec, "protocol_note", None) or None,
             skipped_bad_pairs=sorted({p.name for p in setup.report.problems}),
+            expected_pairs=setup.report.expected,
+            partial=setup.report.expected is not None and setup.report.pairs < setup.report.expected,
+            unpaired=bench.spec.unpaired,
         ),
-        protocol=setup.protocol.to_dict(),
+        protocol=setup.protocol.to_dict()
+        | {"metric_color": setup.metrics.colors(), "paper_protocol": bench.spec.paper_protocol},
         metrics_unavailable=dict(setup.metrics.unavailable),
-        results=summarize(records, setup.metrics.available, num_moe_blocks(setup.model)),
+        results=results,
         timing=timing,
-        config=cfg.to_dict(),
+        config=cfg.to_dict() | {"metrics": list(setup.metric_names)},
+        statistics=statistics,
+        comparisons=compare_modes(records, setup.metrics.available, statistics),
     )

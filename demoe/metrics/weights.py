@@ -42,6 +42,17 @@ LPIPS_NETS = {
     ),
 }
 LPIPS_METRICS = {"lpips": "alex", "lpips+": "alex", "lpips-vgg": "vgg", "lpips-vgg+": "vgg"}
+# No-reference pyiqa metrics that read files of pyiqa's own, which it downloads on first use into
+# $TORCH_HOME/hub/pyiqa: with the files there they run offline. (piqe and entropy read none.)
+PYIQA_NR_FILES = {
+    "niqe": ("niqe_modelparameters.mat",),
+    "niqe_matlab": ("niqe_matlab_params.mat",),
+    "ilniqe": ("ILNIQE_templateModel.mat",),
+    "brisque": ("brisque_svm_weights.pth",),
+    "brisque_matlab": ("brisque_matlab.mat",),
+    "nrqm": ("NRQM_model.mat",),
+    "pi": ("NRQM_model.mat", "niqe_modelparameters.mat"),
+}
 
 
 def resolve_torch_home(weights_dir: Path | None = None) -> Path:
@@ -89,6 +100,11 @@ def lpips_files(torch_home: Path, net: str) -> list[Path]:
         Path(torch_home) / "hub" / "checkpoints" / spec.backbone_file,
         Path(torch_home) / "hub" / "pyiqa" / spec.linear_file,
     ]
+
+
+def pyiqa_files(torch_home: Path, name: str) -> list[Path]:
+    """The files of pyiqa's own that no-reference metric ``name`` reads (``PYIQA_NR_FILES``)."""
+    return [Path(torch_home) / "hub" / "pyiqa" / file for file in PYIQA_NR_FILES.get(name, ())]
 
 
 def linear_layers_problem(path: Path, net: str) -> str | None:

@@ -8,6 +8,7 @@ finds the files a spec describes.
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +34,26 @@ SPEC_KEYS = {
     "test_split",
     "protocol",
     "protocol_note",
+    "paper_protocol",
     "extras",
+    "origin",
+    "published",
+    "unpaired",
+}
+# What a manifest's paper_protocol may name: the channels its papers' PSNR and SSIM are computed on,
+# and the metrics of demoe-eval that score them so (the same words as results' protocol.metric_color).
+PAPER_PROTOCOLS = {
+    "rgb": ("psnr", "ssimc"),  # the RGB images: BasicSR's test_y_channel: false, MATLAB's psnr(A, ref)
+    "y-ycbcr": ("psnry-ycbcr", "ssim-ycbcr"),  # BT.601 Y: BasicSR's test_y_channel: true, rgb2ycbcr
+    "y-yiq": ("psnry", "ssim"),  # pyiqa's own Y-channel metrics
 }
 GENERATORS = {"aio-synth": "demoe.data.aio_synth"}
+# where a benchmark's data comes from: its paper, code and data pages, and how to put it under the data root
+ORIGIN_KEYS = ("paper", "code", "data", "unpack")
+# the metrics a manifest's published results may give (the report's column names), and the protocol of
+# figures whose channels, crop and rounding are not known
+PUBLISHED_METRICS = ("psnr", "ssim", "ssimc", "psnry", "psnry-ycbcr", "ssim-ycbcr", "lpips", "lpips-vgg")
+UNKNOWN_PROTOCOL = "unknown"
 
 
 class BenchmarkError(DemoeError):
@@ -51,7 +69,7 @@ class Subset:
     folder: str = ""
     folders: str | None = None
     blurred: str = "blur"
-    sharp: str = "sharp"
+    sharp: str | None = "sharp"  # None: no sharp images (an unpaired benchmark, scored without reference)
     files: tuple[str, ...] = IMAGE_PATTERNS
     blurred_files: tuple[str, ...] | None = None
     sharp_files: tuple[str, ...] | None = None
@@ -71,6 +89,31 @@ class SplitSpec:
     subsets: tuple[Subset, ...]
 
 
+@dataclass(frozen=True)
+class PublishedRow:
+    """One method's published figures on a benchmark: metric -> mean, and the standard deviations given."""
+
+    method: str
+    metrics: dict[str, float]
+    std: dict[str, float] = field(default_factory=dict)
+    input: bool = False  # the blurred input scored against the sharp image: what our identity row measures
+
+
+@dataclass(frozen=True)
+class PublishedResults:
+    """Results published on a benchmark, shown beside ours: where from, on which split, under which
+    protocol (a PAPER_PROTOCOLS name, or ``unknown``)."""
+
+    source: str
+    split: str
+    protocol: str
+    rows: tuple[PublishedRow, ...]
+
+    @property
+    def input_row(self) -> PublishedRow | None:
+        return next((r for r in self.rows if r.input), None)
+
+
 @dataclass
 class BenchmarkSpec:
     name: str
@@ -83,9 +126,24 @@ class BenchmarkSpec:
     task: str | None = None
     protocol: dict = field(default_factory=lambda: dict(DEFAULT_PROTOCOL))
     protocol_note: str | None = None
+    paper_protocol: str | None = None  # a PAPER_PROTOCOLS name; None: no paper reports on this set
     generated: str | None = None
     extras: dict[str, str] = field(default_factory=dict)
     source: Path | None = None
+    origin: dict[str, str] = field(default_factory=dict)  # ORIGIN_KEYS -> text or address
+    published: PublishedResults | None = None
+
+    def how_to_get(self) -> str:
+        """Where to get the data and how to put it in place, as one clause of a sentence."""
+        data = self.origin.get("data") or self.url
+        unpack = self.origin.get("unpack") or "unpack it there"
+        return f"download it from {data} and {unpack}" if data else f"download it and {unpack}"
+
+    @property
+    def unpaired(self) -> bool:
+        """No sharp images (``unpaired: true``, or a layout whose ``sharp`` is null): images scored
+        without reference."""
+        return any(s.sharp is None for split in self.splits.values() for s in split.subsets)
 
     @property
     def labels(self) -> list[str]:
@@ -115,7 +173,9 @@ def _patterns(value, source: Path, key: str) -> tuple[str, ...]:
     return items
 
 
-def _parse_subset(data: dict, defaults: dict, task: str | None, source: Path) -> Subset:
+def _parse_subset(
+    data: dict, defaults: dict, task: str | None, source: Path, unpaired: bool = False
+) -> Subset:
     if not isinstance(data, dict) or set(data) - SUBSET_KEYS:
         raise _fail(source, f"a subset is a mapping of {', '.join(sorted(SUBSET_KEYS))} (found {data!r})")
     merged = {**defaults, **data}
@@ -129,12 +189,15 @@ def _parse_subset(data: dict, defaults: dict, task: str | None, source: Path) ->
         raise _fail(source, f"columns must name blurred and sharp once each (found {list(columns)})")
     if merged.get("folders") and merged.get("name"):
         raise _fail(source, "a subset with folders takes its names from the folders; drop its name")
+    no_sharp = unpaired or ("sharp" in merged and merged["sharp"] is None)
+    if no_sharp and merged.get("pair_list"):
+        raise _fail(source, "a subset without sharp images (unpaired) is a folder of images, not a pair_list")
     return Subset(
         name=str(merged.get("name", "")),
         folder=str(merged.get("folder", "")),
         folders=merged.get("folders"),
         blurred=str(merged.get("blurred", "blur")),
-        sharp=str(merged.get("sharp", "sharp")),
+        sharp=None if no_sharp else str(merged.get("sharp", "sharp")),
         files=_patterns(merged.get("files", IMAGE_PATTERNS), source, "files"),
         blurred_files=_patterns(merged["blurred_files"], source, "blurred_files")
         if merged.get("blurred_files")
@@ -166,6 +229,77 @@ def _parse_protocol(data, source: Path) -> dict:
     return protocol
 
 
+def _parse_origin(data, source: Path) -> dict[str, str]:
+    if data is None:
+        return {}
+    if (
+        not isinstance(data, dict)
+        or set(data) - set(ORIGIN_KEYS)
+        or not all(isinstance(v, str) for v in data.values())
+    ):
+        raise _fail(source, f"origin is a mapping of {', '.join(ORIGIN_KEYS)} to text (found {data!r})")
+    return {k: " ".join(v.split()) for k, v in data.items()}
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _parse_row(row, source: Path) -> PublishedRow:
+    if not isinstance(row, dict) or not isinstance(row.get("method"), str) or not row["method"].strip():
+        raise _fail(source, f"published.rows: each row is a mapping with a method name (found {row!r})")
+    where = f"published row {row['method']!r}"
+    metrics = {k: v for k, v in row.items() if k not in ("method", "std", "input")}
+    std = row.get("std") or {}
+    unknown = sorted(set(metrics) - set(PUBLISHED_METRICS))
+    if unknown or not metrics:
+        raise _fail(
+            source, f"{where}: give metrics among {', '.join(PUBLISHED_METRICS)} (found {unknown or 'none'})"
+        )
+    if not isinstance(std, dict) or set(std) - set(metrics):
+        raise _fail(
+            source, f"{where}: std maps some of its metrics to their standard deviations (found {std!r})"
+        )
+    bad = [k for k, v in [*metrics.items(), *std.items()] if not _number(v)]
+    if bad or not isinstance(row.get("input", False), bool):
+        raise _fail(source, f"{where}: {', '.join(bad) or 'input'} must be a number (input: true or false)")
+    return PublishedRow(
+        row["method"].strip(),
+        {k: float(v) for k, v in metrics.items()},
+        {k: float(v) for k, v in std.items()},
+        bool(row.get("input", False)),
+    )
+
+
+def _parse_published(
+    data, splits: dict, test_split: str, paper_protocol: str | None, source: Path
+) -> PublishedResults | None:
+    """The ``published`` block: source, split, protocol (a PAPER_PROTOCOLS name or unknown, by default
+    the manifest's paper_protocol) and rows."""
+    if data is None:
+        return None
+    keys = {"source", "split", "protocol", "rows"}
+    if not isinstance(data, dict) or set(data) - keys or not isinstance(data.get("source"), str):
+        raise _fail(source, f"published is a mapping of {', '.join(sorted(keys))}, source its citation")
+    protocol = data.get("protocol", paper_protocol)
+    if protocol not in (*PAPER_PROTOCOLS, UNKNOWN_PROTOCOL):
+        raise _fail(
+            source,
+            f"published.protocol {protocol!r}: name the protocol its figures were scored under, one of "
+            f"{', '.join(PAPER_PROTOCOLS)}, or {UNKNOWN_PROTOCOL} where it is not known",
+        )
+    split = str(data.get("split") or test_split)
+    if split not in splits:
+        raise _fail(source, f"published.split {split!r} is not one of the splits {', '.join(splits)}")
+    if not isinstance(data.get("rows"), list) or not data["rows"]:
+        raise _fail(source, "published.rows must list the published methods, one row each")
+    rows = tuple(_parse_row(r, source) for r in data["rows"])
+    methods = [r.method for r in rows]
+    if len(set(methods)) != len(methods) or sum(r.input for r in rows) > 1:
+        raise _fail(source, "published.rows: each method once, and at most one row marked input: true")
+    return PublishedResults(" ".join(data["source"].split()), split, protocol, rows)
+
+
 def parse_spec(data: dict, source: Path) -> BenchmarkSpec:
     """A manifest's mapping -> a validated ``BenchmarkSpec``; every mistake names ``source``."""
     if not isinstance(data, dict) or "name" not in data or "root" not in data or "splits" not in data:
@@ -184,13 +318,17 @@ def parse_spec(data: dict, source: Path) -> BenchmarkSpec:
         raise _fail(source, f"unknown layout keys {sorted(set(layout) - SUBSET_KEYS)}")
     if not isinstance(data["splits"], dict) or not data["splits"]:
         raise _fail(source, "splits must map split names to {pairs: N} (and optionally subsets)")
+    unpaired = data.get("unpaired", False)
+    if not isinstance(unpaired, bool):
+        raise _fail(source, f"unpaired must be true (no sharp images) or false (found {unpaired!r})")
     splits = {}
     for split_name, split_data in data["splits"].items():
         split_data = split_data or {}
         if not isinstance(split_data, dict) or set(split_data) - {"pairs", "subsets"}:
             raise _fail(source, f"split {split_name!r} takes only pairs and subsets")
         subsets = tuple(
-            _parse_subset(s, layout, task, source) for s in split_data.get("subsets") or default_subsets
+            _parse_subset(s, layout, task, source, unpaired)
+            for s in split_data.get("subsets") or default_subsets
         )
         names = [s.name for s in subsets if not s.folders]
         if len(subsets) > 1 and (len(set(names)) != len(names) or "" in names):
@@ -199,9 +337,20 @@ def parse_spec(data: dict, source: Path) -> BenchmarkSpec:
         if expected is not None and (not isinstance(expected, int) or expected < 0):
             raise _fail(source, f"split {split_name!r}: pairs must be a count or null (found {expected!r})")
         splits[str(split_name)] = SplitSpec(expected, subsets)
+    if len({s.sharp is None for split in splits.values() for s in split.subsets}) > 1:
+        raise _fail(source, "either every subset has sharp images or none has (unpaired: true)")
     test_split = str(data.get("test_split") or ("test" if "test" in splits else next(iter(splits))))
     if test_split not in splits:
         raise _fail(source, f"test_split {test_split!r} is not one of the splits {', '.join(splits)}")
+    paper_protocol = data.get("paper_protocol")
+    if paper_protocol is not None and (
+        not isinstance(paper_protocol, str) or paper_protocol not in PAPER_PROTOCOLS
+    ):
+        raise _fail(
+            source,
+            f"paper_protocol {paper_protocol!r} is unknown; name the channels the benchmark's papers score "
+            f"PSNR and SSIM on: {', '.join(PAPER_PROTOCOLS)} (or null)",
+        )
     generated = data.get("generated")
     if generated is not None and generated not in GENERATORS:
         raise _fail(source, f"generated {generated!r} is unknown; known generators: {', '.join(GENERATORS)}")
@@ -216,9 +365,12 @@ def parse_spec(data: dict, source: Path) -> BenchmarkSpec:
         task=task,
         protocol=_parse_protocol(data.get("protocol"), source),
         protocol_note=" ".join(str(data["protocol_note"]).split()) if data.get("protocol_note") else None,
+        paper_protocol=paper_protocol,
         generated=generated,
         extras={str(k): str(v) for k, v in (data.get("extras") or {}).items()},
         source=source,
+        origin=_parse_origin(data.get("origin"), source),
+        published=_parse_published(data.get("published"), splits, test_split, paper_protocol, source),
     )
 
 

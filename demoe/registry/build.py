@@ -2,13 +2,14 @@
 weights loaded; and what a network costs (parameters, FLOPs)."""
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from demoe.fileio import atomic_write
 from demoe.net import ARCHITECTURES
-from demoe.registry.checkpoints import load_weights
+from demoe.registry.checkpoints import CheckpointError, LoadedWeights, load_checkpoint, save_checkpoint
 from demoe.registry.zoo import (
     ZooEntry,
     ZooError,
@@ -17,7 +18,10 @@ from demoe.registry.zoo import (
     resolve_checkpoint,
     stats_cache_file,
     stats_cache_key,
+    weights_options,
 )
+
+EXPORT_FORMATS = ("published",)
 
 
 def build_network(arch: str, kwargs: dict, k: int | None = None) -> torch.nn.Module:
@@ -41,21 +45,73 @@ def build_model(entry: ZooEntry, k: int | None = None) -> torch.nn.Module:
     return build_network(entry.arch, entry.kwargs, k)
 
 
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module  # in eval mode
+    entry: ZooEntry
+    checkpoint: Path | None  # None when built without weights
+    weights: LoadedWeights | None  # which entry of the file was loaded, what was cast
+
+
+def load_model(
+    name: str,
+    checkpoint: Path | str | None = None,
+    k: int | None = None,
+    pretrained: bool = True,
+    zoo: dict[str, ZooEntry] | None = None,
+    param_key: str | None = None,
+    cast_weights: bool = False,
+) -> LoadedModel:
+    """Build the zoo model ``name`` and load its weights (``checkpoint``, else the entry's own file, with
+    the entry's ``param_key``/``cast_weights`` unless these are given)."""
+    entry = get_entry(name, zoo)
+    model = build_model(entry, k)
+    path = weights = None
+    if pretrained or checkpoint is not None:
+        path = resolve_checkpoint(entry, checkpoint)
+        key, cast = weights_options(entry, checkpoint is None, param_key, cast_weights)
+        weights = load_checkpoint(model, path, key, cast)
+    return LoadedModel(model.eval(), entry, path, weights)
+
+
 def create_model(
     name: str,
     checkpoint: Path | str | None = None,
     k: int | None = None,
     pretrained: bool = True,
     zoo: dict[str, ZooEntry] | None = None,
+    param_key: str | None = None,
+    cast_weights: bool = False,
 ):
     """Build the zoo model ``name`` and load its weights; returns (model in eval mode, entry, checkpoint path)."""
-    entry = get_entry(name, zoo)
-    model = build_model(entry, k)
-    path = None
-    if pretrained or checkpoint is not None:
-        path = resolve_checkpoint(entry, checkpoint)
-        load_weights(model, path)
-    return model.eval(), entry, path
+    loaded = load_model(name, checkpoint, k, pretrained, zoo, param_key, cast_weights)
+    return loaded.model, loaded.entry, loaded.checkpoint
+
+
+def export_weights(
+    name: str,
+    out: Path,
+    fmt: str = "published",
+    checkpoint: Path | str | None = None,
+    zoo: dict[str, ZooEntry] | None = None,
+    param_key: str | None = None,
+    cast_weights: bool = False,
+) -> LoadedModel:
+    """Write the weights of zoo model ``name`` as ``fmt``: ``published`` is ``{'params': state_dict}`` of
+    plain tensors in the model's dtype, written with ``torch.save`` (atomically), which the original
+    inference.py and finetune.py load strictly."""
+    if fmt not in EXPORT_FORMATS:
+        raise ZooError(f"--format {fmt}: unknown; known: {', '.join(EXPORT_FORMATS)}")
+    out = Path(out)
+    if out.suffix == ".safetensors":
+        raise CheckpointError(f"{out}: the published layout is a torch.save file; name it .pt or .pth")
+    if out.is_dir():
+        raise CheckpointError(f"{out}: is a folder; name the file to write, e.g. {out / (name + '.pt')}")
+    loaded = load_model(name, checkpoint, zoo=zoo, param_key=param_key, cast_weights=cast_weights)
+    if out.exists() and out.resolve() == loaded.checkpoint.resolve():
+        raise CheckpointError(f"{out}: is the checkpoint being exported; write the export to another file")
+    save_checkpoint(out, loaded.model.state_dict())
+    return loaded
 
 
 def count_flops(model: torch.nn.Module, side: int) -> int:

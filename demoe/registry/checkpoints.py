@@ -2,8 +2,10 @@
 
 Formats read: the published ``{'params': state_dict, ...}`` (with or without DDP's ``module.``
 prefix), BasicSR's ``params`` / ``params_ema``, a bare state dict, and safetensors. Pickles are
-always read with ``weights_only=True``. Saving writes the published layout atomically, so the
-original inference script can load our checkpoints.
+always read with ``weights_only=True``. Nothing is changed silently: a file holding a key both with and
+without DDP's prefix is refused, and tensors stored in another dtype than the model's are cast only when
+asked (``cast_weights``). Saving writes the published layout atomically, so the original inference
+script can load our checkpoints.
 """
 
 import pickle
@@ -60,23 +62,51 @@ def read_checkpoint(path: Path) -> dict:
     return obj
 
 
+def _wrappers(ckpt: dict) -> list[str]:
+    return [k for k, v in ckpt.items() if isinstance(v, dict)]
+
+
+def select_state_dict(
+    ckpt: dict, path: Path | str = "checkpoint", param_key: str | None = None
+) -> tuple[str | None, dict]:
+    """(the checkpoint's entry that holds the weights, None for a bare state dict; that state dict with
+    DDP/compile prefixes removed). Without ``param_key`` the first of ``WRAPPER_KEYS`` present is used,
+    so ``params`` wins over ``params_ema`` in a file holding both."""
+    if param_key is not None:
+        if not isinstance(ckpt.get(param_key), dict):
+            found = _wrappers(ckpt)
+            holds = f"its entries are {', '.join(found)}" if found else "it holds a bare state dict"
+            raise CheckpointError(
+                f"{path}: has no entry {param_key!r} ({holds}); name one of them with --param-key "
+                "(checkpoint.param_key in a zoo entry), or leave it out"
+            )
+        key = param_key
+    else:
+        key = next((k for k in WRAPPER_KEYS if isinstance(ckpt.get(k), dict)), None)
+    state = ckpt[key] if key is not None else ckpt
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        looked = param_key or ", ".join(WRAPPER_KEYS)
+        raise CheckpointError(f"{path}: no state dict of tensors found (looked at {looked})")
+    out: dict[str, torch.Tensor] = {}
+    original: dict[str, str] = {}
+    for name, value in state.items():
+        stripped = name
+        for prefix in PREFIXES:
+            if stripped.startswith(prefix):
+                stripped = stripped[len(prefix) :]
+        if stripped in out:
+            raise CheckpointError(
+                f"{path}: keys {original[stripped]!r} and {name!r} are both {stripped!r} once DDP's "
+                "'module.' (or compile's '_orig_mod.') prefix is removed; re-save the checkpoint with one "
+                "copy of each weight"
+            )
+        out[stripped], original[stripped] = value, name
+    return key, out
+
+
 def extract_state_dict(ckpt: dict, path: Path | str = "checkpoint", param_key: str | None = None) -> dict:
     """The model's state dict inside a checkpoint dict, with DDP/compile prefixes removed."""
-    if param_key is not None:
-        if param_key not in ckpt:
-            raise CheckpointError(f"{path}: has no key {param_key!r}; its keys are {sorted(ckpt)[:8]}")
-        state = ckpt[param_key]
-    else:
-        state = next((ckpt[k] for k in WRAPPER_KEYS if isinstance(ckpt.get(k), dict)), ckpt)
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: no state dict of tensors found (looked at {', '.join(WRAPPER_KEYS)})")
-    out = {}
-    for key, value in state.items():
-        for prefix in PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-        out[key] = value
-    return out
+    return select_state_dict(ckpt, path, param_key)[1]
 
 
 @dataclass
@@ -114,18 +144,66 @@ def compare_keys(model: nn.Module, state: dict) -> KeyReport:
     )
 
 
-def load_weights(model: nn.Module, path: Path, param_key: str | None = None) -> dict:
-    """Load ``path`` into ``model`` with strict key matching; return the checkpoint's other entries."""
+def dtype_changes(model: nn.Module, state: dict) -> dict[str, int]:
+    """``{"float16->float32": n}``: how many of ``state``'s tensors have another dtype than the model's."""
+    expected = model.state_dict()
+    changes: dict[str, int] = {}
+    for key, value in state.items():
+        if key in expected and value.dtype != expected[key].dtype:
+            change = f"{value.dtype}->{expected[key].dtype}".replace("torch.", "")
+            changes[change] = changes.get(change, 0) + 1
+    return changes
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """What loading a checkpoint did: which entry held the weights, which dtypes were cast, the rest."""
+
+    param_key: str | None  # the file's entry that held the weights; None for a bare state dict
+    cast: dict[str, int]  # {"float16->float32": tensors}, empty when every dtype was the model's
+    meta: dict  # the checkpoint's other plain entries (epoch, best_psnr, ...)
+
+
+def load_checkpoint(
+    model: nn.Module, path: Path, param_key: str | None = None, cast_weights: bool = False
+) -> LoadedWeights:
+    """Load ``path`` into ``model`` with strict key matching. Tensors of another dtype than the model's
+    are refused unless ``cast_weights``, so that what was evaluated is never a silent conversion."""
     ckpt = read_checkpoint(path)
-    state = extract_state_dict(ckpt, path, param_key)
+    key, state = select_state_dict(ckpt, path, param_key)
     report = compare_keys(model, state)
     if not report.ok:
         raise CheckpointError(
             f"{path}: does not fit {type(model).__name__}: {report.describe()}. "
             "Check that the zoo entry's architecture keywords match the checkpoint."
         )
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(
+            f"{path}: {len(broken)} tensors hold NaN or infinite values (first {broken[0]}); the training "
+            "that wrote it diverged: use an earlier checkpoint"
+        )
+    cast = dtype_changes(model, state)
+    if cast and not cast_weights:
+        counts = ", ".join(f"{n} {change}" for change, n in cast.items())
+        raise CheckpointError(
+            f"{path}: {sum(cast.values())} tensors are stored in another dtype than the model's ({counts}); "
+            "pass --cast-weights (cast_weights: true in the zoo entry's checkpoint) to convert them"
+        )
     model.load_state_dict(state, strict=True)
-    return {k: v for k, v in ckpt.items() if k not in WRAPPER_KEYS and not isinstance(v, torch.Tensor)}
+    meta = {
+        k: v
+        for k, v in ckpt.items()
+        if k not in WRAPPER_KEYS and k != key and not isinstance(v, torch.Tensor)
+    }
+    return LoadedWeights(param_key=key, cast=cast, meta=meta)
+
+
+def load_weights(
+    model: nn.Module, path: Path, param_key: str | None = None, cast_weights: bool = False
+) -> dict:
+    """Load ``path`` into ``model`` (``load_checkpoint``); return the checkpoint's other entries."""
+    return load_checkpoint(model, path, param_key, cast_weights).meta
 
 
 def save_checkpoint(path: Path, model_or_state: nn.Module | dict, **meta) -> Path:

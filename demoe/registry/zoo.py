@@ -16,7 +16,7 @@ from pathlib import Path
 from demoe.config import read_yaml
 from demoe.errors import DemoeError
 from demoe.paths import demoe_home, shipped_dir
-from demoe.vocab import ARCHITECTURE_NAMES
+from demoe.vocab import ARCHITECTURE_KWARGS, ARCHITECTURE_NAMES
 
 DEFAULT_MODEL = "DeMoE-tiny-synth"
 """The embedded default: a small DeMoE trained on aio-synth whose weights ship with the package."""
@@ -33,6 +33,8 @@ class CheckpointSource:
     sha256: str | None = None
     size: int | None = None
     path: str | None = None  # shipped with the entry, relative to its YAML file
+    param_key: str | None = None  # the file's entry holding the weights (params_ema); default: params first
+    cast_weights: bool = False  # convert tensors stored in another dtype (float16) to the model's
 
 
 @dataclass
@@ -82,6 +84,9 @@ def _entry_from_dict(data: dict, source: Path) -> ZooEntry:
             f"{source}: entry {data['name']!r} names unknown arch {data['arch']!r}; "
             f"known: {', '.join(ARCHITECTURE_NAMES)}"
         )
+    problems = network_kwargs_problems(data["arch"], data.get("kwargs") or {})
+    if problems:
+        raise ZooError(f"{source}: entry {data['name']!r}: " + "; ".join(problems))
     ckpt = data.get("checkpoint")
     return ZooEntry(
         name=str(data["name"]),
@@ -97,12 +102,42 @@ def _entry_from_dict(data: dict, source: Path) -> ZooEntry:
     )
 
 
+def network_kwargs_problems(arch: str, kwargs) -> list[str]:
+    """What is wrong with an architecture's keywords, checked before anything is built: unknown
+    keywords, counts that are not positive integers, block lists of unequal length, ``k_used`` outside
+    1..``num_exp``."""
+    if not isinstance(kwargs, dict):
+        return [f"kwargs must be a mapping of {arch}'s keywords (found {type(kwargs).__name__})"]
+    kinds = ARCHITECTURE_KWARGS[arch]
+    problems = [
+        f"unknown keyword {key!r} of {arch} (known: {', '.join(kinds)})" for key in kwargs if key not in kinds
+    ]
+
+    def count(value, least: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+    for key, value in kwargs.items():
+        if kinds.get(key) is int and not count(value, 0 if key == "middle_blk_num" else 1):
+            problems.append(f"{key} {value!r} must be a positive integer")
+        if kinds.get(key) is list and not (isinstance(value, list) and all(count(v, 0) for v in value)):
+            problems.append(f"{key} {value!r} must be a list of block counts, e.g. [1, 1, 1]")
+    lists = [kwargs.get(key) for key in ("enc_blk_nums", "dec_blk_nums")]
+    if all(isinstance(v, list) for v in lists) and len(lists[0]) != len(lists[1]):
+        problems.append("enc_blk_nums and dec_blk_nums must have the same length")
+    experts, k_used = kwargs.get("num_exp", 5), kwargs.get("k_used")
+    if count(experts, 1) and count(k_used, 1) and k_used > experts:
+        problems.append(f"k_used {k_used} must be at most num_exp ({experts})")
+    return problems
+
+
 def _checkpoint_from_dict(ckpt, source: Path, name: str) -> CheckpointSource:
     """A zoo directory is shared and downloaded like any file: its checkpoint block may only name a plain
     file under the checkpoints folder, an http(s) URL, and a shipped path inside the entry's folder."""
     where = f"{source}: entry {name!r}, checkpoint"
     if not isinstance(ckpt, dict):
-        raise ZooError(f"{where}: expected a mapping of file, url, sha256, size, path")
+        raise ZooError(
+            f"{where}: expected a mapping of file, url, sha256, size, path, param_key, cast_weights"
+        )
     known = {f.name for f in fields(CheckpointSource)}
     problems = [
         f"unknown key {key!r} (known: {', '.join(sorted(known))})" for key in ckpt if key not in known
@@ -120,9 +155,24 @@ def _checkpoint_from_dict(ckpt, source: Path, name: str) -> CheckpointSource:
         not isinstance(path, str) or Path(path).is_absolute() or ".." in Path(path).parts
     ):
         problems.append(f"path {path!r} must be relative to the YAML file's folder, without '..'")
+    param_key, cast_weights = ckpt.get("param_key"), ckpt.get("cast_weights", False)
+    if param_key is not None and not (isinstance(param_key, str) and param_key.strip()):
+        problems.append(
+            f"param_key {param_key!r} must name the file's entry holding the weights, e.g. params_ema"
+        )
+    if not isinstance(cast_weights, bool):
+        problems.append(f"cast_weights {cast_weights!r} must be true or false")
     if problems:
         raise ZooError(f"{where}: " + "; ".join(problems))
-    return CheckpointSource(file=file, url=url, sha256=sha256, size=size, path=path)
+    return CheckpointSource(
+        file=file,
+        url=url,
+        sha256=sha256,
+        size=size,
+        path=path,
+        param_key=param_key,
+        cast_weights=cast_weights,
+    )
 
 
 def load_zoo(dirs: list[Path] | None = None) -> dict[str, ZooEntry]:
@@ -131,7 +181,7 @@ def load_zoo(dirs: list[Path] | None = None) -> dict[str, ZooEntry]:
     for folder in dirs if dirs is not None else zoo_dirs():
         for path in sorted(Path(folder).glob("*.yaml")):
             doc = read_yaml(path, ZooError) or {}
-            items = doc.get("models", [doc] if "name" in doc else []) if isinstance(doc, dict) else None
+            items = doc.get("models", [doc]) if isinstance(doc, dict) else None
             if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
                 raise ZooError(
                     f"{path}: expected one entry (a mapping with name and arch) or models: [entries]"
@@ -185,6 +235,17 @@ def resolve_checkpoint(entry: ZooEntry, checkpoint: Path | str | None = None) ->
         f"checkpoint {entry.checkpoint.file} of {entry.name} not found (looked in {where}); "
         f"run `{fetch_command(entry)}` to download it{url}, or pass --checkpoint PATH"
     )
+
+
+def weights_options(
+    entry: ZooEntry, own_checkpoint: bool, param_key: str | None = None, cast_weights: bool = False
+) -> tuple[str | None, bool]:
+    """(param key, cast) to load a checkpoint of ``entry`` with: the command line's win; the entry's
+    ``checkpoint.param_key`` and ``checkpoint.cast_weights`` describe its own file, so they apply only
+    when that file is loaded (``own_checkpoint``), not a ``--checkpoint PATH``."""
+    own = entry.checkpoint if own_checkpoint and entry.checkpoint is not None else None
+    key = param_key if param_key is not None else (own.param_key if own else None)
+    return key, bool(cast_weights or (own is not None and own.cast_weights))
 
 
 def stats_cache_key(entry: ZooEntry, side: int) -> str:

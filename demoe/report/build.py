@@ -6,7 +6,7 @@ Layout of ``out``: ``report.md``, ``report.html`` (self-contained), ``tables/NAM
 
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from demoe.config import load_config
@@ -19,6 +19,8 @@ from demoe.report.collect import Collection, EvalRun, ReportError, Selection, ad
 from demoe.report.document import Figure, Row, Section, render_markdown
 from demoe.report.formats import Table
 from demoe.report.html import render_html
+from demoe.report.published import add_published_rows, published_results
+from demoe.report.unpaired import unpaired_section
 from demoe.tracking.mlflow_runs import experiment_name
 from demoe.vocab import TASK_SHORT as SHORT
 from demoe.vocab import task_order
@@ -65,6 +67,7 @@ def build_report(
     formats: list[str] | tuple[str, ...] = FORMATS,
     tracking_uri: str | None = None,
     zoo_dirs: list[Path] | tuple = (),
+    bench_dirs: list[Path] | tuple = (),
 ) -> Report:
     """Read the runs ``selection`` names and write the report into ``out`` (replacing an earlier report there)."""
     out = Path(out)
@@ -79,7 +82,8 @@ def build_report(
         _clear(out)
         paper = add_costs(collection, zoo_dirs)
         draw = "md" in formats or "html" in formats
-        sections, all_tables = _sections(collection, paper, out, draw)
+        published = published_results((r.bench for r in collection.evals), bench_dirs)
+        sections, all_tables = _sections(collection, paper, out, draw, published)
         report = Report(out, collection, all_tables)
         report.files += _write(report, sections, formats)
     atomic_write_text(
@@ -112,7 +116,7 @@ def _figure(fig, out: Path, name: str, caption: str) -> Figure:
 
 
 def _sections(
-    collection: Collection, paper: dict, out: Path, draw: bool
+    collection: Collection, paper: dict, out: Path, draw: bool, published: dict | None = None
 ) -> tuple[list[Section], list[Table]]:
     evals = collection.evals
     made: list[Table] = []
@@ -126,23 +130,30 @@ def _sections(
         return _figure(make(), out, name, caption) if draw else None
 
     sections = []
-    if evals:
+    paired = [r for r in evals if not r.unpaired]  # runs without sharp images have a section of their own
+    if paired:
         main = Section("Restoration quality", "quality")
-        main.items.append(keep(tables.main_table(collection, paper)))
-        for bench in sorted({r.bench for r in evals}):
-            per_task = keep(tables.per_task_table([r for r in evals if r.bench == bench]))
+        main_table = tables.main_table(replace(collection, evals=paired), paper)
+        add_published_rows(main_table, paired, published or {})  # the benchmarks' published results
+        main.items.append(keep(main_table))
+        for bench in sorted({r.bench for r in paired}):
+            per_task = keep(tables.per_task_table([r for r in paired if r.bench == bench]))
             if per_task:
                 main.items.append(per_task)
-        unlabelled = sorted({r.bench for r in evals if not r.labelled})
+        unlabelled = sorted({r.bench for r in paired if not r.labelled})
         if unlabelled:
             main.missing.append(
                 f"Per-blur-type results for {', '.join(unlabelled)}: the benchmark has no task labels "
                 "(or its per-image table was not logged)."
             )
-        sections += [main, _routing_section(evals, keep, figure), _usage_section(evals, figure)]
-        sections.append(_k_section(evals, keep, figure))
-        sections.append(_per_image_section(evals, keep, figure))
-        sections.append(_images_section(evals, figure))
+        sections += [main, _routing_section(paired, keep, figure), _usage_section(evals, figure)]
+        sections.append(_k_section(paired, keep, figure))
+        sections.append(_per_image_section(paired, keep, figure))
+        sections.append(_images_section(paired, figure))
+    elif evals:
+        sections.append(_usage_section(evals, figure))
+    if len(paired) < len(evals):
+        sections.append(unpaired_section([r for r in evals if r.unpaired], keep, figure))
     sections.append(_finetune_section(collection, keep, figure))
     runs = Section("Runs", "runs", text=[f"Source: {collection.source}."])
     runs.items.append(keep(tables.runs_table(collection)))

@@ -6,21 +6,19 @@ the latest finished run stands for it and the others are listed as left out.
 """
 
 import json
-import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from demoe.config import load_config
 from demoe.errors import DemoeError
-from demoe.records import EvalResult, ModeSummary
+from demoe.records import Comparison, EvalResult, Interval, ModeSummary, Statistics
 from demoe.registry.build import build_model, model_stats
 from demoe.registry.zoo import load_zoo, zoo_dirs
-from demoe.tracking.mlflow_runs import EVAL, FINETUNE, SWEEP, RunStore, experiment_name
-from demoe.tracking.results import RESULTS_FILE, TABLE_STEM
+from demoe.tracking import run_metrics
+from demoe.tracking.mlflow_runs import EVAL, FINETUNE, SWEEP, RunStore, check_server, experiment_name
+from demoe.tracking.results import RESULTS_FILE, STRIPS, TABLE_STEM
 from demoe.vocab import mode_rank
-
-RUN_METRICS = ("routing_accuracy", "seconds_per_image", "images")
 
 
 class ReportError(DemoeError):
@@ -34,6 +32,7 @@ class ModeResult:
     images: int
     routing_accuracy: float | None = None
     seconds_per_image: float | None = None
+    intervals: dict[str, Interval] = field(default_factory=dict)  # metric -> interval of its mean
 
 
 @dataclass
@@ -63,6 +62,10 @@ class EvalRun:
     samples: dict[str, dict[str, Path]] = field(default_factory=dict)  # image name -> {tag: PNG}
     costs: Costs = field(default_factory=Costs)
     experiment_id: str = ""
+    statistics: Statistics | None = None  # how its intervals and comparisons were made (None: none logged)
+    comparisons: dict[tuple[str, str, str], Comparison] = field(default_factory=dict)  # (a, b, metric) ->
+    unpaired: bool = False  # a benchmark without sharp images: no-reference metrics, routing and strips
+    strips: list[Path] = field(default_factory=list)  # its comparison strips, one PNG per image
 
     @property
     def key(self) -> str:
@@ -128,6 +131,7 @@ def collect(selection: Selection, download_dir: Path, tracking_uri: str | None =
             f"no MLflow store at {uri.removeprefix('sqlite:///')}; run the report where `demoe-eval run` "
             "logged its runs, or pass --tracking-uri"
         )
+    check_server(uri, write=False)
     with store.errors():
         return _collect(selection, Path(download_dir), store)
 
@@ -271,12 +275,14 @@ def _eval_run(parent, children: list) -> EvalRun:
     for child in sorted(children, key=lambda c: (c.info.start_time, c.info.run_id)):
         metrics = child.data.metrics
         mode = _tag(child, "demoe.routing")
+        means, intervals = run_metrics.means_and_intervals(metrics)
         modes[mode] = ModeResult(
             mode=mode,
-            metrics={k: v for k, v in metrics.items() if k not in RUN_METRICS and not math.isnan(v)},
+            metrics=means,
             images=int(metrics.get("images", 0)),
             routing_accuracy=metrics.get("routing_accuracy"),
             seconds_per_image=metrics.get("seconds_per_image"),
+            intervals=intervals,
         )
     config_k = _int_or_none(parent.data.params.get("config.k"))
     model = _tag(parent, "demoe.model") or parent.info.run_name
@@ -298,7 +304,22 @@ def _eval_run(parent, children: list) -> EvalRun:
         metrics_unavailable=unavailable,
         protocol_note=_tag(parent, "demoe.protocol_note"),
         costs=Costs(params=_int_or_none(_tag(parent, "demoe.params"))),
+        statistics=_statistics(parent.data.params),
+        comparisons=run_metrics.comparisons(parent.data.metrics),
+        unpaired=_tag(parent, "demoe.unpaired") == "true",
     )
+
+
+def _statistics(params: dict[str, str]) -> Statistics | None:
+    """The ``stats.*`` params of a parent run (None for runs logged before intervals)."""
+    given = {k.removeprefix("stats."): v for k, v in params.items() if k.startswith("stats.")}
+    if not given:
+        return None
+    kinds = {name: type(f.default) for name, f in Statistics.__dataclass_fields__.items()}
+    try:
+        return Statistics(**{k: kinds[k](v) for k, v in given.items() if k in kinds})
+    except ValueError:
+        return None
 
 
 def _unavailable_from_tag(text: str) -> dict[str, str]:
@@ -365,6 +386,8 @@ def _download(store: RunStore, run: EvalRun, folder: Path) -> None:
     if f"{TABLE_STEM}.parquet" in names:
         table = pd.read_parquet(fetch(f"{TABLE_STEM}.parquet"))
         run.per_image = table.sort_values(["mode", "name"], kind="stable").reset_index(drop=True)
+    if STRIPS in names:
+        run.strips = sorted(fetch(STRIPS).glob("*.png"))
     if "samples" in names:
         for png in sorted(fetch("samples").glob("*.png")):
             stem, _, tag = png.stem.rpartition("__")

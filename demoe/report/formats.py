@@ -8,14 +8,29 @@ from dataclasses import dataclass, field
 from functools import cache
 
 MISSING = "n/a"
-METRIC_ORDER = ("psnr", "ssimc", "ssim", "lpips", "lpips-vgg")
+METRIC_ORDER = ("psnr", "ssimc", "ssim", "psnry-ycbcr", "ssim-ycbcr", "lpips", "lpips-vgg")
 METRIC_TITLES = {
     "psnr": "PSNR (dB)",
     "ssimc": "SSIM",
     "ssim": "SSIM-Y",
+    "psnry-ycbcr": "PSNR-Y YCbCr (dB)",  # the BasicSR/MATLAB convention: BT.601 Y
+    "ssim-ycbcr": "SSIM-Y YCbCr",
     "lpips": "LPIPS",
     "lpips-vgg": "LPIPS-VGG",
 }
+
+
+class Estimate(float):
+    """A mean with its confidence interval. It is the float of its value wherever a number is used
+    (ranked, averaged, written at six decimals in its CSV column); shown ``23.59 [23.10, 24.02]`` in
+    Markdown, LaTeX and HTML, its bounds in two more CSV columns, ``KEY_ci_low`` and ``KEY_ci_high``."""
+
+    __slots__ = ("low", "high")
+
+    def __new__(cls, value: float, low: float, high: float) -> "Estimate":
+        estimate = super().__new__(cls, value)
+        estimate.low, estimate.high = float(low), float(high)
+        return estimate
 
 
 @dataclass
@@ -75,12 +90,20 @@ def lower_better(metric: str) -> bool:
         return False
 
 
-def format_cell(value, column: Column) -> str:
+def format_parts(value, column: Column) -> tuple[str, str | None]:
+    """A cell as text, and its interval as ``[low, high]`` (None without one)."""
+    if isinstance(value, Estimate):
+        interval = f"[{column.fmt.format(value.low)}, {column.fmt.format(value.high)}]"
+        return format_parts(float(value), column)[0], interval
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return MISSING
+        return MISSING, None
     if isinstance(value, float):
-        return column.fmt.format(value)
-    return str(value)
+        return column.fmt.format(value), None
+    return str(value), None
+
+
+def format_cell(value, column: Column) -> str:
+    return " ".join(p for p in format_parts(value, column) if p)
 
 
 def best_cells(table: Table) -> set[tuple[int, int]]:
@@ -116,8 +139,9 @@ def to_markdown(table: Table) -> str:
     for i, row in enumerate(table.rows):
         cells = []
         for j, column in enumerate(table.columns):
-            text = format_cell(row[j], column).replace("|", "\\|")
-            cells.append(f"**{text}**" if (i, j) in best else text)
+            text, interval = (p.replace("|", "\\|") if p else p for p in format_parts(row[j], column))
+            text = f"**{text}**" if (i, j) in best else text
+            cells.append(f"{text} {interval}" if interval else text)
         lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
@@ -170,8 +194,9 @@ def to_latex(table: Table) -> str:
             lines.append(r"\midrule")
         cells = []
         for j, column in enumerate(table.columns):
-            text = tex_escape(format_cell(row[j], column))
-            cells.append(rf"\textbf{{{text}}}" if (i, j) in best else text)
+            text, interval = (tex_escape(p) if p else p for p in format_parts(row[j], column))
+            text = rf"\textbf{{{text}}}" if (i, j) in best else text
+            cells.append(rf"{text} {{\scriptsize {interval}}}" if interval else text)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
@@ -192,22 +217,29 @@ def column_groups(columns: list[Column]) -> list[tuple[str, int, int]]:
     return out
 
 
+def _csv_value(v):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return MISSING
+    return f"{v:.6f}" if isinstance(v, float) else v
+
+
 def to_csv(table: Table) -> str:
-    """Machine-readable: headers are the columns' keys, numbers at six decimals, missing as ``n/a``."""
+    """Machine-readable: headers are the columns' keys, numbers at six decimals, missing as ``n/a``; a
+    column with intervals is followed by ``KEY_ci_low`` and ``KEY_ci_high``."""
+    with_ci = [any(isinstance(row[j], Estimate) for row in table.rows) for j in range(len(table.columns))]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([c.key for c in table.columns])
+    header = []
+    for column, ci in zip(table.columns, with_ci, strict=True):
+        header += [column.key, f"{column.key}_ci_low", f"{column.key}_ci_high"] if ci else [column.key]
+    writer.writerow(header)
     for row in table.rows:
-        writer.writerow(
-            [
-                MISSING
-                if v is None or (isinstance(v, float) and math.isnan(v))
-                else f"{v:.6f}"
-                if isinstance(v, float)
-                else v
-                for v in row
-            ]
-        )
+        cells = []
+        for v, ci in zip(row, with_ci, strict=True):
+            cells.append(_csv_value(float(v) if isinstance(v, Estimate) else v))
+            if ci:
+                cells += [_csv_value(v.low), _csv_value(v.high)] if isinstance(v, Estimate) else [MISSING] * 2
+        writer.writerow(cells)
     return buffer.getvalue()
 
 

@@ -9,7 +9,7 @@ from html import escape
 from pathlib import Path
 
 from demoe.report.document import Figure, Row, Section
-from demoe.report.formats import Table, arrow, best_cells, column_groups, format_cell, is_numeric
+from demoe.report.formats import MISSING, Table, arrow, best_cells, column_groups, format_parts, is_numeric
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif; color: #1d2127;
@@ -32,6 +32,7 @@ td.txt, th.txt { text-align: left; }
 tr.rule td { border-top: 1px solid #c4cad1; }
 tbody tr:hover { background: #f3f6f9; }
 td.best { font-weight: 700; }
+td .ci { color: #59606a; font-size: 11px; font-weight: 400; }
 td.na { color: #9aa3ad; }
 .notes { color: #59606a; font-size: 12px; margin: 2px 0 14px; }
 .notes p { margin: 1px 0; }
@@ -104,10 +105,12 @@ def _render_part(table: Table, indices: list[int], first: bool, last: bool) -> s
     for i, row in enumerate(table.rows):
         cells = []
         for j, column in zip(indices, columns, strict=True):
-            text = format_cell(row[j], column)
-            classes = [kind[j]] + (["best"] if (i, j) in best else []) + (["na"] if text == "n/a" else [])
+            text, interval = format_parts(row[j], column)
+            classes = [kind[j]] + (["best"] if (i, j) in best else []) + (["na"] if text == MISSING else [])
             link = table.links.get((i, j))
             shown = f'<a href="{escape(link)}">{escape(text)}</a>' if link else escape(text)
+            if interval:
+                shown += f'<br><span class="ci">{escape(interval)}</span>'
             cells.append(f'<td class="{" ".join(classes)}">{shown}</td>')
         rule = ' class="rule"' if i in table.breaks else ""
         body.append(f"<tr{rule}>{''.join(cells)}</tr>")

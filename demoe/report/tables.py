@@ -1,13 +1,17 @@
 """The report's tables, built from collected runs (rendered by ``demoe.report.formats``).
 
-Output is deterministic: rows sorted, numbers in fixed formats, missing values ``n/a``.
+Output is deterministic: rows sorted, numbers in fixed formats, missing values ``n/a``; means carry
+their bootstrap confidence intervals where the runs logged them (or, per blur type, from the per-image
+values with the same seeded settings).
 """
 
 import math
 
+from demoe.records import Statistics
 from demoe.report.collect import Collection, EvalRun, FinetuneRun
 from demoe.report.formats import (
     Column,
+    Estimate,
     Table,
     lower_better,
     metric_format,
@@ -15,6 +19,9 @@ from demoe.report.formats import (
     ordered_metrics,
     slug,
 )
+from demoe.report.intervals import column_estimate, interval_note
+from demoe.report.intervals import estimate as _estimate
+from demoe.report.protocols import channel_notes
 from demoe.vocab import TASK_SHORT as SHORT
 from demoe.vocab import TASKS, mode_rank
 
@@ -58,7 +65,7 @@ def main_table(collection: Collection, paper: dict[str, dict] | None = None) -> 
     identity = []
     for bench in benches:
         runs = [r for r in evals if r.bench == bench and "identity" in r.modes]
-        identity += [runs[0].modes["identity"].metrics.get(m) if runs else None for m in metrics]
+        identity += [_estimate(runs[0].modes["identity"], m) if runs else None for m in metrics]
     table.add(
         [
             "Blurred input",
@@ -79,7 +86,7 @@ def main_table(collection: Collection, paper: dict[str, dict] | None = None) -> 
             values = []
             for bench in benches:
                 result = by_key[(label, bench)].modes.get(mode) if (label, bench) in by_key else None
-                values += [result.metrics.get(m) if result else None for m in metrics]
+                values += [_estimate(result, m) for m in metrics]
             timed = [
                 r.modes[mode] for r in runs if mode in r.modes and r.modes[mode].seconds_per_image is not None
             ]
@@ -128,10 +135,13 @@ def _main_notes(collection: Collection, benches: list[str], table: Table) -> lis
     evals = collection.evals
     notes = [
         "Best restored value per column in bold (↑ higher is better, ↓ lower is better, as pyiqa ranks them).",
+        interval_note(evals),
         "identity: the blurred input scored against the sharp image, the floor every model must beat.",
     ]
     if len(benches) > 1:
-        notes.append("Average: mean over the benchmarks, n/a unless the row has every benchmark.")
+        notes.append(
+            "Average: mean over the benchmarks (no interval), n/a unless the row has every benchmark."
+        )
     devices = sorted({r.results.timing.device for r in evals if r.results is not None} - {""})
     notes.append(
         "Params: all parameters; GFLOPs of one 256x256 forward; s/img: measured seconds per image"
@@ -151,6 +161,7 @@ def _main_notes(collection: Collection, benches: list[str], table: Table) -> lis
     for run in evals:
         if run.protocol_note:
             notes.append(f"{run.key}: {run.protocol_note}")
+    notes += channel_notes(evals)
     for bench in benches:
         counts = sorted(
             {r.modes["identity"].images for r in evals if r.bench == bench and "identity" in r.modes}
@@ -184,7 +195,7 @@ def per_task_table(runs: list[EvalRun]) -> Table | None:
         values = []
         for task in tasks:
             of_task = rows[rows["label"] == task]
-            values += [_column_mean(of_task, m) for m in metrics]
+            values += [column_estimate(of_task, m, run.statistics or Statistics()) for m in metrics]
         if len(tasks) > 1:
             values += [
                 _mean([values[t * len(metrics) + j] for t in range(len(tasks))]) for j in range(len(metrics))
@@ -201,16 +212,12 @@ def per_task_table(runs: list[EvalRun]) -> Table | None:
         + ", ".join(f"{SHORT.get(t, t)} {int(counts.get(t, 0))}" for t in tasks)
         + "."
     )
+    table.notes.append(interval_note(runs, "the mean over the images of the blur type"))
     if len(tasks) > 1:
-        table.notes.append("Task mean: the mean of the per-type means (each blur type weighs the same).")
+        table.notes.append(
+            "Task mean: the mean of the per-type means (each blur type weighs the same; no interval)."
+        )
     return table
-
-
-def _column_mean(rows, metric: str) -> float | None:
-    if metric not in rows.columns or rows.empty:
-        return None
-    values = rows[metric].dropna()
-    return float(values.mean()) if len(values) else None
 
 
 def routing_table(evals: list[EvalRun]) -> Table:
@@ -222,15 +229,22 @@ def routing_table(evals: list[EvalRun]) -> Table:
         Column("psnr_auto", "PSNR auto (dB)", fmt="{:.2f}"),
         Column("psnr_oracle", "PSNR oracle (dB)", fmt="{:.2f}"),
         Column("gap_db", "Auto − oracle (dB)", fmt="{:+.2f}"),
+        Column("p_wilcoxon", "p (Wilcoxon)", fmt="{:.2g}"),
     ]
     table = Table("routing", "The router against the right expert (oracle routing)", columns)
     for run in evals:
         if not run.has_router:
             continue
         auto, oracle = run.modes.get("auto"), run.modes.get("oracle")
-        psnr_auto = auto.metrics.get("psnr") if auto else None
-        psnr_oracle = oracle.metrics.get("psnr") if oracle else None
+        psnr_auto, psnr_oracle = _estimate(auto, "psnr"), _estimate(oracle, "psnr")
         accuracy = auto.routing_accuracy if auto else None
+        paired = run.comparisons.get(("auto", "oracle", "psnr"))
+        if paired is not None and paired.mean_diff is not None and paired.interval is not None:
+            gap = Estimate(paired.mean_diff, paired.interval.low, paired.interval.high)
+        elif paired is not None and paired.mean_diff is not None:
+            gap = paired.mean_diff
+        else:
+            gap = None if psnr_auto is None or psnr_oracle is None else psnr_auto - psnr_oracle
         table.add(
             [
                 run.label,
@@ -239,13 +253,20 @@ def routing_table(evals: list[EvalRun]) -> Table:
                 None if accuracy is None else 100 * accuracy,
                 psnr_auto,
                 psnr_oracle,
-                None if psnr_auto is None or psnr_oracle is None else psnr_auto - psnr_oracle,
+                gap,
+                paired.p_wilcoxon if paired is not None else None,
             ]
         )
     table.notes.append(
-        "Auto − oracle: PSNR with the router's choice minus PSNR with the benchmark's own blur label forced; "
-        "negative where the router costs quality. n/a where the benchmark has no labels or oracle was not run."
+        "Auto − oracle: the mean over images of PSNR with the router's choice minus PSNR with the benchmark's "
+        "own blur label forced, in brackets its paired bootstrap interval; negative where the router costs "
+        "quality. n/a where the benchmark has no labels or oracle was not run."
     )
+    table.notes.append(
+        "p (Wilcoxon): two-sided Wilcoxon signed-rank test of the per-image differences (zero differences "
+        "dropped); n/a with fewer than 2 images, when every difference is zero, or for runs logged without it."
+    )
+    table.notes.append(interval_note(evals))
     return table
 
 
@@ -350,10 +371,11 @@ def k_sweep_table(evals: list[EvalRun]) -> Table | None:
             row += [_millions(first.costs.params), _millions(first.costs.active_params), first.costs.gflops]
             for bench in benches:
                 auto = by[(k, bench)].modes.get("auto") if (k, bench) in by else None
-                row += [auto.metrics.get(m) if auto else None for m in metrics]
+                row += [_estimate(auto, m) for m in metrics]
                 row.append(auto.seconds_per_image if auto else None)
             table.add(row, ranked=True, rule=n == 0)
     table.notes.append("Active params: parameters outside the MoE blocks plus k experts of each block.")
+    table.notes.append(interval_note(runs))
     return table
 
 

@@ -37,7 +37,7 @@ class RestoreOptions:
 @dataclass
 class Batch:
     blurred: torch.Tensor  # (B, 3, H, W) in [0, 1]
-    sharp: torch.Tensor
+    sharp: torch.Tensor | None  # None: a benchmark without sharp images (no-reference metrics only)
     names: list[str]
     labels: torch.Tensor  # (B,) task indices, -1 where a pair has no label
 
@@ -90,7 +90,8 @@ def size_batches(sizes: list[tuple[int, int]], batch_size: int) -> list[list[int
 
 def collate_pairs(items):
     blurred, sharp, names, labels = zip(*items, strict=True)
-    return torch.stack(blurred), torch.stack(sharp), list(names), torch.tensor(labels)
+    sharp = None if sharp[0] is None else torch.stack(sharp)
+    return torch.stack(blurred), sharp, list(names), torch.tensor(labels)
 
 
 def _sync(device: torch.device) -> None:
@@ -112,18 +113,25 @@ def _forward(model, batch: Batch, mode: str, restore: RestoreOptions | None) -> 
     )
 
 
+def router_view(model, routed: dict | None, i: int) -> dict:
+    """What the router made of sample ``i`` of a forward's outputs: ``router_probs`` (its softmax over
+    the tasks, also where a task was forced), ``pred_task`` (the most probable) and ``experts`` (per MoE
+    block, the experts whose gate was non-zero); empty for a model without a router."""
+    if routed is None or "router_logits" not in routed:
+        return {}
+    probs = torch.softmax(routed["router_logits"][i].float(), dim=0)
+    gate = routed["pred_labels"][i]
+    chosen = tuple(sorted(int(e) for e in gate.topk(model.k_used).indices if gate[e] > 0))
+    return {
+        "router_probs": tuple(round(float(p), 6) for p in probs),
+        "pred_task": TASKS[int(probs.argmax())],
+        "experts": (chosen,) * len(model.experts),
+    }
+
+
 def _record(model, batch: Batch, i: int, mode: str, seconds: float, scores: dict, routed) -> ImageRecord:
     label_index = int(batch.labels[i])
-    router = {}
-    if routed is not None and "router_logits" in routed:
-        probs = torch.softmax(routed["router_logits"][i].float(), dim=0)
-        gate = routed["pred_labels"][i]
-        chosen = tuple(sorted(int(e) for e in gate.topk(model.k_used).indices if gate[e] > 0))
-        router = {
-            "router_probs": tuple(round(float(p), 6) for p in probs),
-            "pred_task": TASKS[int(probs.argmax())],
-            "experts": (chosen,) * len(model.experts),
-        }
+    router = router_view(model, routed, i)
     return ImageRecord(
         mode=mode,
         name=batch.names[i],
@@ -179,9 +187,9 @@ def score_loader(
     """``score_batch`` over every batch of ``loader`` (blurred, sharp, names, labels), in inference mode."""
     with torch.inference_mode():
         for blurred, sharp, names, labels in loader:
-            batch = Batch(
-                blurred.to(device, non_blocking=True), sharp.to(device, non_blocking=True), names, labels
-            )
+            if sharp is not None:
+                sharp = sharp.to(device, non_blocking=True)
+            batch = Batch(blurred.to(device, non_blocking=True), sharp, names, labels)
             yield score_batch(model, batch, modes, metrics, restore, skip, restore_anyway)
 
 

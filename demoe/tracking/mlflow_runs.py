@@ -3,10 +3,14 @@ This is the only module that imports mlflow (lazily, so that ``--help`` stays fa
 rank 0 calls anything here.
 
 Layout: a parent run ``MODEL@BENCH`` (tags ``demoe.kind=eval``, ``demoe.model``, ``demoe.bench``,
-``demoe.checkpoint_sha256``, ``demoe.bench_fingerprint``; the resolved config as params and YAML) with
-one child run per routing mode (tag ``demoe.routing``; metrics named as the pyiqa metric, plus
-``routing_accuracy`` and ``seconds_per_image``). A sweep is a parent (``demoe.kind=sweep``) above its
-evaluations; a finetuning is one run (``demoe.kind=finetune``) with its curves.
+``demoe.checkpoint_sha256``, ``demoe.bench_fingerprint``; the resolved config as params and YAML, the
+statistics' settings as ``stats.*`` params) with one child run per routing mode (tag ``demoe.routing``;
+metrics named as the pyiqa metric with its interval, plus ``routing_accuracy`` and
+``seconds_per_image``); the parent shows the children's metrics and the paired comparisons of modes
+(the names: ``demoe.tracking.run_metrics``).
+A sweep is a parent (``demoe.kind=sweep``) above its evaluations; a finetuning is one run
+(``demoe.kind=finetune``) with its curves; a restoration of captures is one run
+(``demoe.kind=restore``) with its table and strips.
 """
 
 import contextlib
@@ -23,9 +27,10 @@ import yaml
 
 from demoe.errors import DemoeError
 from demoe.records import EvalResult
-from demoe.tracking.results import ARTIFACTS, read_results, versions
+from demoe.tracking.results import ARTIFACTS, STRIPS, read_results, versions
+from demoe.tracking.run_metrics import headline_metrics, mode_metrics
 
-EVAL, SWEEP, FINETUNE = "eval", "sweep", "finetune"
+EVAL, SWEEP, FINETUNE, RESTORE = "eval", "sweep", "finetune", "restore"
 DEFAULT_STORE = "sqlite:///mlflow.db"  # MLflow's own default: a SQLite file in the working folder
 DEFAULT_EXPERIMENT = "demoe-eval"
 
@@ -47,11 +52,40 @@ def store_uri(tracking_uri: str | None) -> str:
     return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "MLflow's default store"
 
 
-def check_server(tracking_uri: str | None) -> None:
-    """Before any work: a tracking server (an http(s) URI) must answer within seconds, and MLflow's own
-    requests to it are capped to a few retries (unset, MLflow retries for minutes). Stores that are
-    files or databases are not probed."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(uri: str, write: bool) -> None:
+    """A local SQLite store must be a SQLite database (when it exists) that this user can write."""
+    path = Path(uri.removeprefix("sqlite:///"))
+    option = f"--tracking-uri {uri}"
+    if path.is_file():
+        with open(path, "rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+        if header != SQLITE_HEADER and path.stat().st_size > 0:
+            raise TrackingError(
+                f"{option}: {path} is not a SQLite database (damaged, or another file); move it aside "
+                "and run again to start a new store, or give another --tracking-uri"
+            )
+        if write and not os.access(path, os.W_OK):
+            raise TrackingError(
+                f"{option}: {path} is read-only; make it writable, give another --tracking-uri, or run "
+                "with --no-tracking and log the results later with `demoe-eval log DIR`"
+            )
+    elif write and not os.access(path.parent if str(path.parent) else Path("."), os.W_OK):
+        raise TrackingError(
+            f"{option}: cannot create {path} in a folder this user may not write; give another --tracking-uri"
+        )
+
+
+def check_server(tracking_uri: str | None, write: bool = True) -> None:
+    """Before any work: the tracking store must be usable. A server (an http(s) URI) must answer within
+    seconds, and MLflow's own requests to it are capped to a few retries (unset, MLflow retries for
+    minutes); a local SQLite file must be a SQLite database, writable when ``write``."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_STORE
+    if uri.startswith("sqlite:///"):
+        _check_sqlite_file(uri, write)
+        return
     if not uri.startswith(("http://", "https://")):
         return
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -80,9 +114,12 @@ def set_tracking(tracking_uri: str | None, experiment: str | None) -> str:
 
 
 def results_digest(result: EvalResult, parent_run_id: str | None) -> str:
-    """What makes two loggings of a results folder the same: its results without timing and package
-    versions, and the sweep it was logged under."""
+    """What makes two loggings of a results folder the same: its results (with the seconds per image of
+    each mode) without the rest of timing and package versions, and the sweep it was logged under."""
     content = {k: v for k, v in result.to_json().items() if k not in ("timing", "versions")}
+    for mode, summary in result.results.items():  # where results.json kept them before they joined timing
+        if summary.seconds_per_image is not None:
+            content["results"][mode]["seconds_per_image"] = summary.seconds_per_image
     text = json.dumps({"results": content, "parent": parent_run_id}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -132,6 +169,7 @@ def eval_tags(folder: Path, result: EvalResult) -> dict[str, str]:
         "demoe.bench": result.bench,
         "demoe.split": result.split,
         "demoe.checkpoint_sha256": info.checkpoint_sha256 or "none",
+        "demoe.checkpoint_param_key": info.checkpoint_param_key or "none",
         "demoe.bench_fingerprint": result.bench_info.fingerprint,
         "demoe.k_used": str(info.kwargs.get("k_used", "")),
         "demoe.params": str(info.params),
@@ -139,32 +177,20 @@ def eval_tags(folder: Path, result: EvalResult) -> dict[str, str]:
     }
     if result.bench_info.protocol_note:
         tags["demoe.protocol_note"] = result.bench_info.protocol_note
+    if result.config.get("task"):  # every pair labelled with this task for the run (run --task)
+        tags["demoe.assigned_task"] = str(result.config["task"])
+    bench = result.bench_info
+    if bench.partial:
+        tags["demoe.partial_benchmark"] = f"{bench.pairs} of {bench.expected_pairs} pairs"
+    if bench.unpaired:  # no sharp images: no-reference metrics, routing and strips only
+        tags["demoe.unpaired"] = "true"
+    if bench.skipped_bad_pairs:
+        tags["demoe.skipped_bad_pairs"] = ", ".join(bench.skipped_bad_pairs)[:4000]
     if result.metrics_unavailable:
         tags["demoe.metrics_unavailable"] = "; ".join(
             f"{k}: {v}" for k, v in result.metrics_unavailable.items()
         )
     return tags
-
-
-def mode_metrics(summary) -> dict[str, float]:
-    """A child run's metrics: the pyiqa metrics, routing accuracy, seconds per image, images."""
-    metrics = dict(summary.metrics)
-    for key in ("routing_accuracy", "seconds_per_image"):
-        if getattr(summary, key) is not None:
-            metrics[key] = getattr(summary, key)
-    metrics["images"] = summary.images
-    return metrics
-
-
-def headline_metrics(result: EvalResult) -> dict[str, float]:
-    """The parent run's metrics, so that MLflow's runs table shows every mode without opening children:
-    ``MODE/METRIC`` (``auto/psnr``, ``oracle/lpips``, ``identity/ssimc``, ``auto/routing_accuracy``)."""
-    return {
-        f"{mode}/{name}": value
-        for mode, summary in result.results.items()
-        for name, value in mode_metrics(summary).items()
-        if name != "images"
-    }
 
 
 def benchmark_dataset(result: EvalResult):
@@ -209,14 +235,18 @@ def _log_results(folder: Path, result: EvalResult, tracking_uri, experiment, par
         parent_tags["mlflow.parentRunId"] = parent_run_id
     parent_tags |= source_tags(result.versions)
     with mlflow.start_run(run_name=result.run_name, tags=parent_tags) as parent:
-        mlflow.log_params(flat_params({"config": result.config, "protocol": result.protocol}))
+        params = {"config": result.config, "protocol": result.protocol}
+        if result.statistics is not None:
+            params["stats"] = result.statistics.to_json()
+        mlflow.log_params(flat_params(params))
         mlflow.log_metrics(headline_metrics(result))
         mlflow.log_input(benchmark_dataset(result), context=result.split)
         for name in ARTIFACTS:
             if (folder / name).exists():
                 mlflow.log_artifact(str(folder / name))
-        if (folder / "samples").is_dir():
-            mlflow.log_artifacts(str(folder / "samples"), artifact_path="samples")
+        for sub in ("samples", STRIPS):
+            if (folder / sub).is_dir():
+                mlflow.log_artifacts(str(folder / sub), artifact_path=sub)
         for mode, summary in result.results.items():
             with mlflow.start_run(
                 run_name=f"{result.run_name}:{mode}",
@@ -241,6 +271,30 @@ def start_sweep(name: str, doc: dict, tracking_uri: str | None, experiment: str 
         raise TrackingError(
             f"could not log to MLflow at {store_uri(tracking_uri)} ({type(e).__name__}); rerun with "
             "--no-tracking and log each results folder later with `demoe-eval log DIR`"
+        ) from None
+
+
+def log_restore(folder: Path, config: dict, metrics: dict, artifacts: list, uri=None, experiment=None) -> str:
+    """``demoe-eval restore`` as one run (tag ``demoe.kind=restore``; ``demoe.model``, ``demoe.routing``,
+    ``demoe.checkpoint_sha256`` and params from ``config``); ``artifacts``: files, and folders by name."""
+    import mlflow
+
+    tags = {f"demoe.{k}": str(config.get(k)) for k in ("model", "checkpoint_sha256", "routing")}
+    try:
+        set_tracking(uri, experiment_name(experiment))
+        tags |= {"demoe.kind": RESTORE} | source_tags(versions())
+        with mlflow.start_run(run_name=f"restore:{config.get('model')}", tags=tags) as run:
+            mlflow.log_params(flat_params({"config": config}))
+            mlflow.log_metrics(metrics)
+            for path in map(Path, artifacts):
+                if path.is_dir():
+                    mlflow.log_artifacts(str(path), path.name)
+                else:
+                    mlflow.log_artifact(str(path))
+            return run.info.run_id
+    except Exception as e:  # the restored images and their table stay on disk
+        raise TrackingError(
+            f"could not log to MLflow at {store_uri(uri)} ({type(e).__name__}); {folder} is kept"
         ) from None
 
 

@@ -1,7 +1,11 @@
 """The results folder of an evaluation: its key (the settings its records were made with), the records
 appended batch by batch (so a killed run resumes where it stopped), the summary, the per-image table,
-expert usage, figures and saved sample images. MLflow logging reads only this folder, so
-``demoe-eval log RESULTS_DIR`` can log it later.
+the per-image timing, expert usage, figures and saved sample images. MLflow logging reads only this
+folder, so ``demoe-eval log RESULTS_DIR`` can log it later.
+
+Two identical evaluations write the same bytes but for what a clock measured: ``results.json``'s
+``timing`` field and ``timing.csv`` (forward seconds per image); ``per_image.csv``/``.parquet`` hold
+no seconds.
 """
 
 import json
@@ -14,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from demoe.data.captures import compare_strip, write_png
 from demoe.errors import DemoeError
 from demoe.fileio import append_jsonl, atomic_write, atomic_write_text, cut_torn_tail, read_jsonl
 from demoe.metrics.figures import confusion_figure, expert_usage_figure, save_figure
@@ -23,13 +28,16 @@ from demoe.vocab import TASKS
 
 RESULTS_FILE = "results.json"
 TABLE_STEM = "per_image"
+TIMING_FILE = "timing.csv"
 RECORDS_PREFIX = "records"
 KEY_FILE = "run_key.json"
+STRIPS = "strips"  # the comparison strips of a benchmark without sharp images, one PNG per image
 ARTIFACTS = (
     RESULTS_FILE,
     "config.yaml",
     f"{TABLE_STEM}.parquet",
     f"{TABLE_STEM}.csv",
+    TIMING_FILE,
     "expert_usage.json",
     "expert_usage.png",
     "expert_usage.svg",
@@ -101,6 +109,8 @@ def write_results(out: Path, result: EvalResult, records: list[ImageRecord]) -> 
     table = per_image_table(records)
     atomic_write(out / f"{TABLE_STEM}.parquet", lambda tmp: table.to_parquet(tmp, index=False))
     atomic_write(out / f"{TABLE_STEM}.csv", lambda tmp: table.to_csv(tmp, index=False, float_format="%.6f"))
+    timing = timing_table(records)
+    atomic_write(out / TIMING_FILE, lambda tmp: timing.to_csv(tmp, index=False, float_format="%.6f"))
 
     usage = {mode: s.expert_usage for mode, s in result.results.items() if s.expert_usage}
     if usage:
@@ -116,13 +126,25 @@ def write_results(out: Path, result: EvalResult, records: list[ImageRecord]) -> 
         )
 
 
+def timing_table(records: list[ImageRecord]):
+    """One row per (routing mode, image): the forward seconds per image of its batch (0 for identity)."""
+    import pandas as pd
+
+    table = pd.DataFrame(
+        [{"mode": r.mode, "name": r.name, "seconds": r.seconds} for r in records],
+        columns=["mode", "name", "seconds"],
+    )
+    return table.sort_values(["mode", "name"], kind="stable").reset_index(drop=True)
+
+
 def per_image_table(records: list[ImageRecord]):
-    """One row per (routing mode, image): metrics, seconds, and the router's view of the image."""
+    """One row per (routing mode, image): metrics and the router's view of the image (no seconds: they
+    are in ``timing_table``, so that the table of a repeated evaluation is the same)."""
     import pandas as pd
 
     rows = []
     for r in records:
-        base = {"label": r.label, "mode": r.mode, "name": r.name, "seconds": r.seconds, **r.scores}
+        base = {"label": r.label, "mode": r.mode, "name": r.name, **r.scores}
         if r.router_probs is not None:
             base["pred_task"] = r.pred_task
         row = dict(sorted(base.items()))
@@ -140,7 +162,13 @@ def read_results(folder: Path) -> EvalResult:
         raise ResultsError(
             f"{folder}: no {RESULTS_FILE}; is it the --out folder of a finished `demoe-eval run`?"
         )
-    return EvalResult.from_json(json.loads(path.read_text(encoding="utf-8")))
+    try:
+        return EvalResult.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ResultsError(
+            f"{path}: not a complete results file ({type(e).__name__}: {str(e)[:120]}); run the same "
+            f"`demoe-eval run ... --out {folder}` again: it rewrites it from the scored records"
+        ) from None
 
 
 def sample_path(folder: Path, name: str, tag: str) -> Path:
@@ -162,6 +190,20 @@ def save_sample(folder: Path, name: str, mode: str, blurred, restored, sharp=Non
             "uint8"
         )
         atomic_write(path, lambda tmp, a=array: Image.fromarray(a).save(tmp, format="PNG"))
+
+
+def strip_path(folder: Path, name: str) -> Path:
+    """Where ``save_strip`` puts image ``name``'s strip."""
+    return Path(folder) / f"{name.replace('/', '__')}.png"
+
+
+def save_strip(folder: Path, name: str, panels: list) -> Path:
+    """Image ``name``'s (label, (3, H, W) tensor in [0, 1]) panels side by side, each under its label, as
+    8-bit PNG: the strips ``demoe-eval restore --compare`` draws."""
+    arrays = [
+        (label, image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()) for label, image in panels
+    ]
+    return write_png(strip_path(folder, name), compare_strip(arrays))
 
 
 def source_commit() -> str | None:

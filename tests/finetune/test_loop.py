@@ -191,6 +191,17 @@ def test_stopped_and_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(tmp_
     ]
 
 
+def test_a_log_line_torn_by_a_kill_does_not_stop_the_resume(tmp_path):
+    bench = make_task_bench(tmp_path / "bench")
+    cfg = resolve_config(tiny_config(bench, total=4))
+    finetune(cfg, RunOptions(run_dir=tmp_path / "run", tracking=False, stop_after=2))
+    with open(tmp_path / "run" / "train_log.jsonl", "a") as f:
+        f.write('{"step": 3, "loss": 0.1')
+    resumed = finetune(cfg, RunOptions(run_dir=tmp_path / "run", tracking=False, resume=True))
+    assert resumed["step"] == 4
+    assert [r["step"] for r in log_lines(tmp_path / "run")] == [1, 2, 3, 4]
+
+
 def test_channels_last_training_computes_the_gradients_of_contiguous_training():
     torch.manual_seed(0)
     model = build.build_model(zoo.get_entry("DeMoE-tiny"))

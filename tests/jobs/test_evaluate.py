@@ -211,3 +211,36 @@ def test_two_ranks_each_score_their_shard_and_rank_0_summarises_all_images(tmp_p
     assert got == {0: (4, 2), 1: None}, "rank 0 summarises the 4 images of both shards"
     per_rank = sorted(p.name for p in (tmp_path / "out").glob("records*.jsonl"))
     assert len(per_rank) == 2, per_rank
+
+
+def test_the_same_evaluation_twice_writes_the_same_bytes_but_for_timing(tmp_path):
+    """per_image.csv/.parquet are byte-identical; results.json differs only in its ``timing`` field;
+    the seconds a clock measured are in ``timing.csv``."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from demoe.jobs.evaluate import evaluate
+
+    bench = write_task_bench(tmp_path / "bench", ("defocus", "low_light"), count=3)
+    cfg = tiny_eval_config(tmp_path, str(bench), routing=["auto", "oracle"])
+    runs = []
+    for _ in range(2):
+        shutil.rmtree(cfg.out, ignore_errors=True)
+        evaluate(cfg)
+        runs.append({p.name: p.read_bytes() for p in cfg.out.iterdir() if p.is_file()})
+    first, second = runs
+    for name in ("per_image.csv", "per_image.parquet"):
+        assert first[name] == second[name], f"{name} differs between two identical evaluations"
+    results = [json.loads(run["results.json"]) for run in runs]
+    assert results[0]["timing"] != results[1]["timing"], "wall time differs between any two runs"
+    results[1]["timing"] = results[0]["timing"]
+    assert json.dumps(results[1], indent=1, sort_keys=True).encode() == first["results.json"]
+    assert results[0]["comparisons"] and results[0]["results"]["auto"]["intervals"]["psnr"]
+    timing = pd.read_csv(cfg.out / "timing.csv")
+    assert list(timing.columns) == ["mode", "name", "seconds"] and len(timing) == 3 * 6
+    auto = timing[timing["mode"] == "auto"]["seconds"]
+    assert (auto > 0).all() and (timing[timing["mode"] == "identity"]["seconds"] == 0).all()
+    seconds = json.loads(second["results.json"])["timing"]["seconds_per_image"]
+    assert seconds["auto"] == pytest.approx(auto.mean(), abs=1e-6) and "identity" not in seconds

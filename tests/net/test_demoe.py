@@ -121,3 +121,13 @@ def test_dense_baseline_keeps_the_shape_and_refuses_forced_tasks():
     assert out["output"].shape == (1, 3, 37, 45)
     with pytest.raises(ValueError, match="no experts"):
         model(torch.rand(1, 3, 8, 8), task="defocus")
+
+
+def test_the_keyword_schema_zoo_files_are_checked_against_is_each_constructors_own():
+    import inspect
+
+    from demoe.net import ARCHITECTURES
+    from demoe.vocab import ARCHITECTURE_KWARGS
+
+    for name, cls in ARCHITECTURES.items():
+        assert list(ARCHITECTURE_KWARGS[name]) == list(inspect.signature(cls).parameters)

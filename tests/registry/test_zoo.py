@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from demoe.registry import build, zoo
+from demoe.registry.checkpoints import CheckpointError
 from demoe.registry.zoo import ZooError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -206,3 +207,51 @@ def test_zoo_list_that_finds_no_zoo_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(zoo, "shipped_dir", lambda name: tmp_path / "missing")
     with pytest.raises(ZooError, match="installation is incomplete"):
         zoo.zoo_dirs()
+
+
+TINY_KWARGS = dict(
+    img_channel=3, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1], num_exp=5, k_used=2
+)
+
+
+def write_entry(folder: Path, checkpoint: dict) -> dict[str, zoo.ZooEntry]:
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = {"name": "Tiny-basicsr", "arch": "DeMoE", "kwargs": TINY_KWARGS, "checkpoint": checkpoint}
+    (folder / "mine.yaml").write_text(yaml.safe_dump(entry))
+    return zoo.load_zoo([folder])
+
+
+def test_zoo_checkpoint_param_key_and_cast_weights_choose_how_its_own_file_loads(tmp_path, fixtures_dir):
+    state = torch.load(fixtures_dir / "tiny_a.pt", weights_only=True)["params"]
+    ema = {k: (v * 0.5).half() if v.is_floating_point() else v for k, v in state.items()}
+    folder = tmp_path / "myzoo"
+    (folder / "weights").mkdir(parents=True)
+    torch.save({"params": state, "params_ema": ema}, folder / "weights" / "both.pt")
+    shipped = {"file": "both.pt", "path": "weights/both.pt"}
+
+    entries = write_entry(folder, {**shipped, "param_key": "params_ema", "cast_weights": True})
+    loaded = build.load_model("Tiny-basicsr", zoo=entries)
+    assert loaded.weights.param_key == "params_ema" and loaded.weights.cast
+    assert torch.equal(loaded.model.intro.bias, ema["intro.bias"].float())
+    # the command line wins; a --checkpoint is another file, which the entry's settings do not describe
+    assert build.load_model("Tiny-basicsr", zoo=entries, param_key="params").weights.param_key == "params"
+    other = build.load_model("Tiny-basicsr", checkpoint=fixtures_dir / "tiny_a.pt", zoo=entries)
+    assert other.weights.param_key == "params" and other.weights.cast == {}
+
+    entries = write_entry(folder, {**shipped, "param_key": "params_ema"})
+    with pytest.raises(CheckpointError, match=r"both\.pt: .* tensors are stored in another dtype"):
+        build.load_model("Tiny-basicsr", zoo=entries)
+    assert build.load_model("Tiny-basicsr", zoo=entries, cast_weights=True).weights.param_key == "params_ema"
+    assert build.load_model("Tiny-basicsr", zoo=write_entry(folder, shipped)).weights.param_key == "params"
+
+
+def test_zoo_checkpoint_param_key_and_cast_weights_are_validated(tmp_path):
+    with pytest.raises(ZooError) as err:
+        write_entry(tmp_path / "bad", {"file": "x.pt", "param_key": 3, "cast_weights": "yes"})
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'bad' / 'mine.yaml'}: entry 'Tiny-basicsr', checkpoint: ")
+    assert (
+        "param_key 3 must name the file's entry" in message and "cast_weights 'yes' must be true" in message
+    )
+    with pytest.raises(ZooError, match="param_key '' must name"):
+        write_entry(tmp_path / "bad", {"file": "x.pt", "param_key": ""})

@@ -4,6 +4,8 @@ traceback, and nothing previously computed changed."""
 
 import hashlib
 import http.server
+import io
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from helpers import TINY_A, cli, write_pairs
+from PIL import Image
 
 
 @dataclass
@@ -29,7 +33,7 @@ def digest(path: Path) -> str:
         return "absent"
     h = hashlib.sha256()
     for file in sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()):
-        h.update(str(file.relative_to(path.parent)).encode() + b"\0" + file.read_bytes())
+        h.update(os.fsencode(file.relative_to(path.parent)) + b"\0" + file.read_bytes())
     return h.hexdigest()
 
 
@@ -41,17 +45,16 @@ def bench(tmp: Path, count: int = 2) -> Path:
     return tmp / "bench"
 
 
-def run_args(tmp: Path, *extra: str) -> list[str]:
-    return ["run", "--model", "DeMoE-tiny", "--checkpoint", str(TINY_A), "--bench", str(bench(tmp))] + [
-        "--metrics",
-        "psnr",
-        "--workers",
-        "0",
-        "--no-tracking",
-        "--out",
-        str(tmp / "out"),
-        *extra,
-    ]
+def run_args(tmp: Path, *extra: str, folder: Path | None = None) -> list[str]:
+    """``run`` of the tiny model on ``folder`` (a fresh two-pair benchmark when not given)."""
+    folder = folder or bench(tmp)
+    args = ["run", "--model", "DeMoE-tiny", "--checkpoint", str(TINY_A), "--bench", str(folder)]
+    return args + ["--metrics", "psnr", "--workers", "0", "--no-tracking", "--out", str(tmp / "out"), *extra]
+
+
+def write_then(path: Path, data: bytes, case: Callable[[], Case]) -> Case:
+    path.write_bytes(data)
+    return case()
 
 
 def zoo_entry(tmp: Path, **checkpoint) -> Path:
@@ -76,7 +79,7 @@ def zoo_file(tmp: Path, text: bytes) -> Case:
     return Case(["zoo", "list", "--zoo-dir", str(folder)], "bad.yaml")
 
 
-def finetune_set(tmp: Path, assignment: str, names: str) -> Case:
+def finetune_set(tmp: Path, assignment: str, names: str, *more: str) -> Case:
     zoo = tmp / "zoo"
     zoo.mkdir()
     existing = zoo / "tiny-ft.yaml"
@@ -87,11 +90,169 @@ def finetune_set(tmp: Path, assignment: str, names: str) -> Case:
         "tiny_synth_restore",
         "--set",
         assignment,
+        *(arg for extra in more for arg in ("--set", extra)),
         "--register-dir",
         str(zoo),
         "--no-tracking",
     ]
     return Case(args + ["--out", str(tmp / "run")], names, keep=[existing])
+
+
+def bad_image_bench(tmp: Path, write_bad, name: str = "1.png", **run_extra) -> Case:
+    """A two-pair benchmark whose second blurred image is replaced by what ``write_bad`` writes."""
+    folder = bench(tmp)
+    target = folder / "blur" / name
+    if name != "1.png":
+        (folder / "blur" / "1.png").unlink()
+        (folder / "sharp" / "1.png").rename(folder / "sharp" / Path(name).with_suffix(".png"))
+    target.unlink(missing_ok=True)
+    write_bad(target)
+    extra = [a for kv in run_extra.items() for a in kv]
+    return Case(run_args(tmp, *extra, folder=folder), Path(name).stem[:3], keep=[folder])
+
+
+def png_bytes(size=(32, 32), mode="RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def corrupt_pixels(path: Path) -> None:
+    """A PNG with a valid header and end whose compressed pixel data is garbage."""
+    data = bytearray(png_bytes())
+    start = data.index(b"IDAT") + 4
+    data[start : start + 40] = bytes(range(40))
+    path.write_bytes(bytes(data))
+
+
+def bomb(path: Path) -> None:
+    """A PNG whose header claims 30000 x 30000 pixels (Pillow's decompression-bomb limit is 179 M)."""
+    Image.new("1", (30000, 30000)).save(path, format="PNG")
+
+
+def bench_manifest(tmp: Path, text: bytes) -> Case:
+    folder = tmp / "benches"
+    folder.mkdir()
+    (folder / "mine.yaml").write_bytes(text)
+    return Case(["bench", "show", "mine", "--bench-dir", str(folder)], "mine.yaml")
+
+
+def partial_bench(tmp: Path, *extra: str) -> Case:
+    folder = bench(tmp, 1)
+    (folder / "benchmark.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "declared-seven",
+                "root": str(folder),
+                "layout": {"blurred": "blur", "sharp": "sharp", "files": ["*.png"]},
+                "splits": {"test": {"pairs": 7}},
+                "test_split": "test",
+            }
+        )
+    )
+    return Case(run_args(tmp, *extra, folder=folder), "7")
+
+
+def checkpoint(tmp: Path, write) -> Case:
+    path = tmp / "weights.pt"
+    write(path)
+    return Case(run_args(tmp, "--checkpoint", str(path)), "weights.pt", keep=[path])
+
+
+class _Exploit:
+    """Pickled, it runs ``touch`` on load: a loader that executes pickled code makes the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def malicious_pickle(tmp: Path) -> Case:
+    case = checkpoint(tmp, lambda p: torch.save({"params": _Exploit(tmp / "pwned")}, p))
+    case.keep.append(tmp / "pwned")  # must stay absent
+    return case
+
+
+def tiny_state(**change) -> dict:
+    state = torch.load(TINY_A, weights_only=True)
+    state = state.get("params", state)
+    return {k: change.get(k, v) for k, v in state.items()}
+
+
+def nan_weights(path: Path) -> None:
+    state = tiny_state()
+    key = next(k for k in state if state[k].is_floating_point())
+    state[key] = torch.full_like(state[key], float("nan"))
+    torch.save({"params": state}, path)
+
+
+def wrong_shape(path: Path) -> None:
+    state = tiny_state()
+    key = next(k for k in state if state[k].dim() == 4)
+    state[key] = torch.zeros(1, 1, 1, 1)
+    torch.save({"params": state}, path)
+
+
+def psf_case(tmp: Path, array=None, raw: bytes | None = None, suffix: str = ".npy") -> Case:
+    sharp = tmp / "sharp_in"
+    sharp.mkdir()
+    Image.new("RGB", (32, 32), (120, 60, 30)).save(sharp / "a.png")
+    psf = tmp / f"psf{suffix}"
+    if raw is not None:
+        psf.write_bytes(raw)
+    else:
+        np.save(psf, array, allow_pickle=True)
+    out = tmp / "made"
+    return Case(
+        ["bench", "make", "--psf", str(psf), "--input", str(sharp), "--out", str(out)], "--psf", keep=[out]
+    )
+
+
+def tracking_store(tmp: Path, content: bytes, mode: int | None = None, command: str = "run") -> Case:
+    db = tmp / "mlflow.db"
+    db.write_bytes(content)
+    if mode is not None:
+        db.chmod(mode)
+    uri = f"sqlite:///{db}"
+    if command == "report":
+        return Case(["report", "--tracking-uri", uri, "--out", str(tmp / "report")], "mlflow.db", keep=[db])
+    args = run_args(tmp, "--tracking-uri", uri)
+    args.remove("--no-tracking")
+    return Case(args, "mlflow.db", keep=[db, tmp / "out"])
+
+
+def results_folder(tmp: Path, text: bytes | None) -> Case:
+    folder = tmp / "results"
+    folder.mkdir()
+    if text is not None:
+        (folder / "results.json").write_bytes(text)
+    return Case(
+        ["log", str(folder), "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}"], "results", keep=[folder]
+    )
+
+
+def sweep_file(tmp: Path, doc: dict, names: str) -> Case:
+    path = tmp / "sweep.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return Case(["run", "-e", str(path), "--no-tracking"], names)
+
+
+def experiment_file(tmp: Path, text: bytes, names: str) -> Case:
+    path = tmp / "recipe.yaml"
+    path.write_bytes(text)
+    return Case(["finetune", "-c", str(path), "--no-tracking", "--out", str(tmp / "run")], names)
+
+
+def read_only_dir(tmp: Path) -> Path:
+    folder = tmp / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+ROOT = os.geteuid() == 0  # file modes do not stop root: those cases are checked as another user only
 
 
 CASES: dict[str, Callable[[Path], Case]] = {
@@ -139,11 +300,106 @@ CASES: dict[str, Callable[[Path], Case]] = {
     "finetune-lr-zero": lambda t: finetune_set(t, "train.lr=0", "lr"),
     "finetune-batch-size-zero": lambda t: finetune_set(t, "datasets.train.batch_size=0", "batch_size"),
     "finetune-print-freq-zero": lambda t: finetune_set(t, "logger.print_freq=0", "print_freq"),
+    "zoo-width-not-a-number": lambda t: zoo_file(t, b"name: a\narch: DeMoE\nkwargs: {width: abc}\n"),
+    "zoo-k-used-above-experts": lambda t: zoo_file(t, b"name: a\narch: DeMoE\nkwargs: {k_used: 9}\n"),
+    "zoo-unknown-keyword": lambda t: zoo_file(t, b"name: a\narch: DeMoE\nkwargs: {depth: 3}\n"),
+    "zoo-kwargs-a-list": lambda t: zoo_file(t, b"name: a\narch: DeMoE\nkwargs: [1, 2]\n"),
+    "zoo-blocks-not-a-list": lambda t: zoo_file(t, b"name: a\narch: DeMoE\nkwargs: {enc_blk_nums: 3}\n"),
+    "zoo-no-name": lambda t: zoo_file(t, b"arch: DeMoE\n"),
+    "zoo-checkpoint-a-string": lambda t: zoo_file(t, b"name: a\narch: DeMoE\ncheckpoint: x.pt\n"),
+    # benchmark manifests
+    "bench-layout-a-list": lambda t: bench_manifest(t, b"name: mine\nlayout: [blur, sharp]\n"),
+    "bench-files-a-number": lambda t: bench_manifest(
+        t, b"name: mine\nlayout: {blurred: blur, sharp: sharp, files: 5}\n"
+    ),
+    "bench-protocol-a-string": lambda t: bench_manifest(t, b"name: mine\nprotocol: rgb\n"),
+    "bench-not-utf8": lambda t: bench_manifest(t, b"name: m\xefne\n"),
+    "bench-not-yaml": lambda t: bench_manifest(t, b"name: [mine\n"),
+    "bench-pairs-negative": lambda t: bench_manifest(t, b"name: mine\nsplits: {test: {pairs: -7}}\n"),
+    "bench-unknown-task": lambda t: bench_manifest(t, b"name: mine\ntask: motion_sickness\n"),
+    # benchmark data
+    "data-partial-benchmark": lambda t: partial_bench(t),
+    "data-empty-folder-check": lambda t: (
+        (t / "empty" / "blur").mkdir(parents=True)
+        or (t / "empty" / "sharp").mkdir()
+        or Case(["bench", "check", str(t / "empty")], "empty")
+    ),
+    "data-empty-folder-run": lambda t: (
+        (t / "empty" / "blur").mkdir(parents=True)
+        or (t / "empty" / "sharp").mkdir()
+        or Case(run_args(t, folder=t / "empty"), "empty")
+    ),
+    "data-zero-byte-image": lambda t: bad_image_bench(t, lambda p: p.write_bytes(b"")),
+    "data-truncated-png": lambda t: bad_image_bench(t, lambda p: p.write_bytes(png_bytes()[:60])),
+    "data-text-named-png": lambda t: bad_image_bench(t, lambda p: p.write_text("not an image")),
+    "data-corrupt-pixels": lambda t: bad_image_bench(t, corrupt_pixels),
+    "data-decompression-bomb": lambda t: bad_image_bench(t, bomb),
+    "data-size-mismatch": lambda t: bad_image_bench(t, lambda p: p.write_bytes(png_bytes((40, 24)))),
+    "data-image-is-a-folder": lambda t: bad_image_bench(t, lambda p: p.mkdir()),
+    "data-non-utf8-name": lambda t: bad_image_bench(
+        t, lambda p: p.write_bytes(png_bytes()), name=os.fsdecode(b"caf\xe9.png")
+    ),
+    "data-symlink-loop": lambda t: bad_image_bench(
+        t, lambda p: (p.parent / "loop").symlink_to(p.parent, target_is_directory=True) or p.write_bytes(b"")
+    ),
+    # checkpoints: never execute, never load half
+    "checkpoint-malicious-pickle": malicious_pickle,
+    "checkpoint-nan-weights": lambda t: checkpoint(t, nan_weights),
+    "checkpoint-wrong-shape": lambda t: checkpoint(t, wrong_shape),
+    "checkpoint-zero-bytes": lambda t: checkpoint(t, lambda p: p.write_bytes(b"")),
+    "checkpoint-truncated": lambda t: checkpoint(t, lambda p: p.write_bytes(TINY_A.read_bytes()[:5000])),
+    "checkpoint-random-bytes": lambda t: checkpoint(t, lambda p: p.write_bytes(os.urandom(3000))),
+    "checkpoint-not-a-mapping": lambda t: checkpoint(t, lambda p: torch.save([1, 2, 3], p)),
+    "checkpoint-bad-safetensors": lambda t: write_then(
+        t / "weights.safetensors",
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}",
+        lambda: Case(run_args(t, "--checkpoint", str(t / "weights.safetensors")), "weights.safetensors"),
+    ),
+    # PSFs for bench make
+    "psf-nan": lambda t: psf_case(t, np.full((5, 5), np.nan)),
+    "psf-negative": lambda t: psf_case(t, -np.ones((5, 5))),
+    "psf-all-zero": lambda t: psf_case(t, np.zeros((5, 5))),
+    "psf-wrong-shape": lambda t: psf_case(t, np.ones((2, 5, 5, 5))),
+    "psf-object-array": lambda t: psf_case(t, np.array([{"a": 1}], dtype=object)),
+    "psf-complex": lambda t: psf_case(t, np.ones((5, 5), dtype=complex)),
+    "psf-corrupt-file": lambda t: psf_case(t, raw=b"\x93NUMPY garbage"),
+    "psf-not-npy": lambda t: psf_case(t, raw=b"1 2 3", suffix=".txt"),
+    # tracking stores and results folders
+    "tracking-corrupt-db-run": lambda t: tracking_store(t, os.urandom(4096)),
+    "tracking-corrupt-db-report": lambda t: tracking_store(
+        t, b"SQLite formut 3\x00" + os.urandom(4096), command="report"
+    ),
+    "log-truncated-results": lambda t: results_folder(t, b'{"run_name": "x", "model": "DeMo'),
+    "log-results-not-an-object": lambda t: results_folder(t, b"[1, 2, 3]"),
+    "log-no-results-file": lambda t: results_folder(t, None),
+    # sweeps and recipes
+    "sweep-models-a-string": lambda t: sweep_file(t, {"models": "DeMoE", "benches": ["aio-synth"]}, "models"),
+    "sweep-k-zero": lambda t: sweep_file(t, {"models": ["DeMoE"], "benches": ["aio-synth"], "k": 0}, "k"),
+    "sweep-unknown-option": lambda t: sweep_file(
+        t, {"models": ["DeMoE"], "benches": ["aio-synth"], "options": {"speed": 2}}, "speed"
+    ),
+    "recipe-not-yaml": lambda t: experiment_file(t, b"train: [1\n", "recipe.yaml"),
+    "recipe-not-utf8": lambda t: experiment_file(t, b"name: caf\xe9\n", "recipe.yaml"),
+    "recipe-network-bad-width": lambda t: experiment_file(
+        t, b"network_g: {type: DeMoE, width: abc}\ndatasets: {train: {bench: aio-synth}}\n", "width"
+    ),
+    "recipe-missing": lambda t: Case(["finetune", "-c", str(t / "none.yaml")], "none.yaml"),
+    "finetune-betas-a-number": lambda t: finetune_set(t, "train.betas=0.9", "betas"),
+    "finetune-save-freq-zero": lambda t: finetune_set(
+        t, "train.save_checkpoint_freq=0", "save_checkpoint_freq"
+    ),
+    "finetune-unknown-option": lambda t: finetune_set(t, "train.speed=2", "speed"),
+    "run-nproc-zero": lambda t: Case(run_args(t, "--nproc", "0"), "--nproc", 2),
+    "run-out-read-only": lambda t: Case(run_args(t, "--out", str(read_only_dir(t) / "out")), "locked"),
+    "tracking-read-only-db": lambda t: tracking_store(t, b"", mode=0o444),
 }
+NEEDS_NON_ROOT = {"run-out-read-only", "tracking-read-only-db"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_is_one_error_line_and_changes_nothing(name, tmp_path):
+    if name in NEEDS_NON_ROOT and ROOT:
+        pytest.skip("file modes do not stop root")
     case = CASES[name](tmp_path)
     before = {path: digest(path) for path in case.keep}
     result = cli(*case.args, cwd=tmp_path)

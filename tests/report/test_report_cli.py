@@ -84,7 +84,8 @@ def test_report_of_a_real_evaluation_is_stable_and_every_image_loads_in_chromium
     auto = per_image[per_image["mode"] == "auto"]["psnr"].mean()
     row = next(line for line in main.splitlines() if line.startswith("| DeMoE-tiny | auto |"))
     cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
-    assert cells[2] == f"{auto:.2f}" and cells[4] == "n/a"
+    mean, _, interval = cells[2].partition(" [")  # the mean, then its bootstrap interval
+    assert mean.strip("*") == f"{auto:.2f}" and interval.endswith("]") and cells[4] == "n/a"
 
     again = cli(
         "report", "--experiment", "e2e", "--tracking-uri", uri, "--out", "reports/again", cwd=tmp_path

@@ -179,3 +179,68 @@ def test_the_papers_figures_stand_beside_ours_labelled_and_never_ranked(collecti
     assert not any(i == paper_row for i, _ in formats.best_cells(main))
     assert "**99.50**" not in formats.to_markdown(main) and "99.50" in formats.to_markdown(main)
     add_costs(collection)
+
+
+def _scipy_interval(values) -> tuple[float, float]:
+    """The 95% percentile bootstrap interval of the mean, as results.json's statistics say it is made."""
+    import numpy as np
+    from scipy import stats
+
+    result = stats.bootstrap(
+        (np.asarray(values, dtype=np.float64),),
+        np.mean,
+        n_resamples=10000,
+        method="percentile",
+        batch=1000,
+        rng=np.random.default_rng(0),
+    )
+    return result.confidence_interval.low, result.confidence_interval.high
+
+
+def test_main_table_shows_each_mean_with_its_bootstrap_interval_over_images(collection, store):
+    main = tables.main_table(collection)
+    csv = read_csv(main).set_index(["model", "routing"])
+    markdown = formats.to_markdown(main)
+    data = per_image(store.labelled)
+    for mode in ("identity", "auto", "oracle"):
+        values = data[data["mode"] == mode]["psnr"]
+        low, high = _scipy_interval(values)
+        row = ("Blurred input", "identity") if mode == "identity" else ("DeMoE-tiny", mode)
+        assert float(csv.loc[row, "mini-aio/psnr_ci_low"]) == pytest.approx(low, abs=1e-6)
+        assert float(csv.loc[row, "mini-aio/psnr_ci_high"]) == pytest.approx(high, abs=1e-6)
+        line = next(x for x in markdown.splitlines() if x.startswith(f"| {row[0]} | {row[1]} |"))
+        cell = line.strip("|").split("|")[2].strip()
+        assert cell.replace("*", "") == f"{values.mean():.2f} [{low:.2f}, {high:.2f}]"
+    assert any(
+        "95% bootstrap confidence interval (percentile method, 10000 resamples of the images, seed 0)" in note
+        for note in main.notes
+    )
+    assert "average/psnr" in csv.columns and "average/psnr_ci_low" not in csv.columns, "an average has none"
+
+
+def test_per_task_means_carry_the_bootstrap_interval_of_their_images(collection, store):
+    table = read_csv(tables.per_task_table([r for r in collection.evals if r.bench == "mini-aio"]))
+    data = per_image(store.labelled)
+    rows = data[(data["mode"] == "auto") & (data["label"] == "low_light")]["psnr"]
+    low, high = _scipy_interval(rows)
+    row = table.set_index(["model", "routing"]).loc[("DeMoE-tiny", "auto")]
+    assert float(row["low_light/psnr_ci_low"]) == pytest.approx(low, abs=1e-6)
+    assert float(row["low_light/psnr_ci_high"]) == pytest.approx(high, abs=1e-6)
+
+
+def test_routing_table_tests_auto_against_oracle_on_the_same_images(collection, store):
+    from scipy import stats
+
+    table = read_csv(tables.routing_table(collection.evals)).set_index(["model", "bench"])
+    data = per_image(store.labelled)
+    auto = data[data["mode"] == "auto"].set_index("name")["psnr"]
+    oracle = data[data["mode"] == "oracle"].set_index("name")["psnr"]
+    differences = (auto - oracle.reindex(auto.index)).to_numpy()
+    row = table.loc[("DeMoE-tiny", "mini-aio")]
+    low, high = _scipy_interval(differences)
+    assert float(row["gap_db_ci_low"]) == pytest.approx(low, abs=1e-6)
+    assert float(row["gap_db_ci_high"]) == pytest.approx(high, abs=1e-6)
+    if differences.any():
+        assert float(row["p_wilcoxon"]) == pytest.approx(stats.wilcoxon(differences).pvalue, abs=1e-6)
+    else:
+        assert row["p_wilcoxon"] == "n/a"

@@ -89,3 +89,67 @@ def test_the_source_commit_is_demoe_evals_own(results_folder, tmp_path, monkeypa
     installed = read_results(results_folder).versions
     expected = source_commit() or f"demoe-eval {installed['demoe-eval']}"
     assert tags["mlflow.source.git.commit"] == expected and tags["mlflow.source.name"] == "demoe-eval"
+
+
+def test_intervals_and_paired_comparisons_read_back_from_mlflow(results_folder, tmp_path):
+    """Child runs: METRIC_ci_low/METRIC_ci_high; parent: A_vs_B/METRIC_diff (its interval, Wilcoxon p,
+    paired images) and the statistics' settings as stats.* params; all as results.json has them."""
+    from demoe.tracking.results import read_results
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = log_results(results_folder, uri, "intervals")
+    client = MlflowClient(uri)
+    parent = client.get_run(run_id).data
+    children = client.search_runs(
+        [client.get_experiment_by_name("intervals").experiment_id], f"tags.mlflow.parentRunId = '{run_id}'"
+    )
+    result = read_results(results_folder)
+    for child in children:
+        summary = result.results[child.data.tags["demoe.routing"]]
+        interval = summary.intervals["psnr"]
+        assert child.data.metrics["psnr_ci_low"] == interval.low
+        assert child.data.metrics["psnr_ci_high"] == interval.high
+        assert interval.low <= child.data.metrics["psnr"] <= interval.high
+    compared = {(c.a, c.b): c for c in result.comparisons if c.metric == "psnr"}
+    assert set(compared) == {("auto", "oracle"), ("auto", "identity"), ("oracle", "identity")}
+    gain = compared[("auto", "identity")]
+    assert gain.images == 2 and gain.p_wilcoxon is not None
+    assert parent.metrics["auto_vs_identity/psnr_diff"] == gain.mean_diff
+    assert parent.metrics["auto_vs_identity/psnr_diff_ci_low"] == gain.interval.low
+    assert parent.metrics["auto_vs_identity/psnr_diff_ci_high"] == gain.interval.high
+    assert parent.metrics["auto_vs_identity/psnr_p_wilcoxon"] == gain.p_wilcoxon
+    assert parent.metrics["auto_vs_identity/psnr_images"] == 2
+    assert parent.metrics["auto_vs_oracle/psnr_images"] == 2
+    assert ("auto_vs_oracle/psnr_p_wilcoxon" in parent.metrics) == (
+        compared[("auto", "oracle")].p_wilcoxon is not None
+    )
+    assert parent.metrics["auto/psnr_ci_low"] == result.results["auto"].intervals["psnr"].low
+    assert {k: v for k, v in parent.params.items() if k.startswith("stats.")} == {
+        "stats.confidence": "0.95",
+        "stats.resamples": "10000",
+        "stats.method": "percentile",
+        "stats.seed": "0",
+        "stats.paired_test": "wilcoxon signed-rank, two-sided, zero differences dropped",
+    }
+
+
+def test_a_results_folder_written_before_intervals_keeps_its_digest(results_folder):
+    """An older results.json (seconds per image beside each mode's metrics, no intervals) is still
+    recognised as logged: its digest is what it was when it was logged."""
+    import hashlib
+    import json
+
+    from demoe.records import EvalResult
+    from demoe.tracking.mlflow_runs import results_digest
+
+    data = json.loads((results_folder / "results.json").read_text())
+    for mode, seconds in data["timing"].pop("seconds_per_image").items():
+        data["results"][mode]["seconds_per_image"] = seconds
+    for summary in data["results"].values():
+        summary.pop("intervals", None)
+    del data["statistics"], data["comparisons"]
+    content = {k: v for k, v in data.items() if k not in ("timing", "versions")}
+    logged_then = hashlib.sha256(
+        json.dumps({"results": content, "parent": None}, sort_keys=True).encode()
+    ).hexdigest()[:32]
+    assert results_digest(EvalResult.from_json(data), None) == logged_then
