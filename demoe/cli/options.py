@@ -112,6 +112,21 @@ weights_dir = click.option(
     help="Folder holding metric weights, a TORCH_HOME [default: $TORCH_HOME when it has them, else "
     "$DEMOE_HOME/weights].",
 )
+precision = click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Autocast precision of the model (the router stays fp32); fp16 needs CUDA.",
+)
+compile_mode = click.option(
+    "--compile",
+    "compile_mode",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="torch.compile the model (auto: on CUDA only, where compiling pays back).",
+)
 device = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 nproc = click.option(
     "--nproc", type=click.IntRange(min=1), default=None, help="Launch this many processes with torchrun."

@@ -98,21 +98,8 @@ def print_result(result: RestoreResult) -> None:
     show_default=True,
     help="Least overlap of tiles.",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "bf16", "fp16"]),
-    default="fp32",
-    show_default=True,
-    help="Autocast precision of the model (the router stays fp32); fp16 needs CUDA.",
-)
-@click.option(
-    "--compile",
-    "compile_mode",
-    type=click.Choice(["auto", "on", "off"]),
-    default="auto",
-    show_default=True,
-    help="torch.compile the model (auto: on CUDA only).",
-)
+@options.precision
+@options.compile_mode
 @options.device
 @click.option(
     "--compare",

@@ -168,21 +168,8 @@ def paper_protocol_note(result: EvalResult) -> str | None:
     help="Restore images larger than this in tiles of this size.",
 )
 @click.option("--tile-overlap", type=click.IntRange(min=0), default=32, show_default=True)
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "bf16", "fp16"]),
-    default="fp32",
-    show_default=True,
-    help="Autocast precision of the model (the router stays fp32); fp16 needs CUDA.",
-)
-@click.option(
-    "--compile",
-    "compile_mode",
-    type=click.Choice(["auto", "on", "off"]),
-    default="auto",
-    show_default=True,
-    help="torch.compile the model (auto: on CUDA only, where compiling pays back).",
-)
+@options.precision
+@options.compile_mode
 @options.mlflow_experiment
 @options.tracking_uri
 @options.tracking_switch

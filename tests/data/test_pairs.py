@@ -346,3 +346,12 @@ def test_aio_synth_is_generated_on_first_use_and_checks_clean():
     assert {p.label for p in bench.pairs} == set(TASKS)
     one = resolve("aio-synth/low_light")
     assert one.expected == len(one.pairs) > 0 and {p.label for p in one.pairs} == {"low_light"}
+
+
+def test_a_symlink_loop_in_a_benchmark_folder_is_walked_once(tmp_path):
+    for sub in ("blur", "sharp"):
+        (tmp_path / sub).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / sub / "a.png")
+        (tmp_path / sub / "again").symlink_to(tmp_path / sub, target_is_directory=True)
+    bench = resolve(str(tmp_path))
+    assert [p.name for p in bench.pairs] == ["a"] and not bench.problems
