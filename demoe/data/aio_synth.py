@@ -2,14 +2,16 @@
 
 Each pair is a 256x256 crop of a photo (the test split also has one full photo per task) degraded by one
 of the five degradations in ``degradations.py``; the crop is degraded with a margin around it, so light
-from outside the frame blurs into it as it would in a camera. Photos are split between train and test,
-so no photo (nor the other view of the stereo motorcycle) is in both. scikit-image's soft photos (moon,
+from outside the frame blurs into it as it would in a camera. Photos are split between train, val and
+test, so no photo (nor the other view of the stereo motorcycle) is in two of them: recipes choose their
+checkpoints on val and report test once. The val photos come from matplotlib and pyiqa, which ship
+natural photos that scikit-image does not. scikit-image's soft photos (moon,
 retina, cell) are left out, since their "sharp" crops are hardly sharper than blurred ones, and so are
 page and text, which are smaller than a crop with its margin. The same generator version and
 seed give byte-identical files: every pair has its own seeded ``Generator``, PNGs are written with fixed
 settings and no metadata, and the manifest holds no time stamps.
 
-Layout under the root: ``{train,test}/<task>/{blur,sharp}/NAME.png``, ``wild/clock_motion.png`` (a real
+Layout under the root: ``{train,val,test}/<task>/{blur,sharp}/NAME.png``, ``wild/clock_motion.png`` (a real
 motion-blurred photo without ground truth) and ``manifest.json``, written last. Generation happens in a
 hidden folder beside the root, renamed into place when complete, under a file lock, so an interrupted
 run is never taken for a finished one and two processes starting at once generate it once.
@@ -33,7 +35,7 @@ from demoe.paths import demoe_home
 from demoe.progress import bar as progress_bar
 from demoe.vocab import TASKS
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: the val split (train and test are byte-identical to version 1's)
 NAME = "aio-synth"
 CROP = 256
 MARGIN = 22  # more than any kernel reaches, so a crop never sees mirrored borders
@@ -51,9 +53,17 @@ SPLITS: dict[str, tuple[str, ...]] = {
         "coins.png",
     ),
     "test": ("coffee.png", "motorcycle_left.png", "motorcycle_right.png", "camera.png", "gravel.png"),
+    # photos in neither train nor test, from two other packages demoe-eval depends on (EXTERNAL_SOURCES)
+    "val": ("grace_hopper.jpg", "I03.bmp", "I04.bmp", "I06.bmp", "I08.bmp", "I19.bmp"),
 }
-PAIRS_PER_TASK = {"train": 40, "test": 15}
-FULL_IMAGES_PER_TASK = {"train": 0, "test": 1}
+PAIRS_PER_TASK = {"train": 40, "test": 15, "val": 12}
+FULL_IMAGES_PER_TASK = {"train": 0, "test": 1, "val": 0}
+# val photos that scikit-image does not ship: (distribution, path in it) -- matplotlib's sample photo and
+# the five Kodak photos pyiqa ships as the references of its calibration set
+EXTERNAL_SOURCES: dict[str, tuple[str, str]] = {
+    "grace_hopper.jpg": ("matplotlib", "matplotlib/mpl-data/sample_data/grace_hopper.jpg"),
+    **{f"I{n}.bmp": ("pyiqa", f"ResultsCalibra/ref_dir/I{n}.bmp") for n in ("03", "04", "06", "08", "19")},
+}
 WILD = "clock_motion.png"
 
 
@@ -84,7 +94,26 @@ def is_generated(root: Path) -> bool:
     )
 
 
+def _external_file(name: str) -> Path:
+    from importlib import metadata
+
+    distribution, wanted = EXTERNAL_SOURCES[name]
+    try:
+        found = [f for f in metadata.files(distribution) or [] if str(f) == wanted]
+    except metadata.PackageNotFoundError:
+        found = []
+    path = Path(found[0].locate()) if found else None
+    if path is None or not path.is_file():
+        raise AioSynthError(
+            f"{distribution} does not ship {wanted}, which aio-synth's val split is made from; install "
+            f"{distribution} from a wheel (pip install --force-reinstall {distribution})"
+        )
+    return path
+
+
 def _source_file(name: str) -> Path:
+    if name in EXTERNAL_SOURCES:
+        return _external_file(name)
     path = skimage_data_dir() / name
     if not path.is_file():
         import skimage

@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from demoe.data.dataset import PairedImageDataset, SynthesizedPairs
@@ -31,6 +32,15 @@ class EpochSampler(torch.utils.data.DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples - self.start
+
+
+def holdout(pairs: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, val): a seeded ``fraction`` of ``pairs`` (at least one) held out for validation, whatever
+    their order on disk; the rest, in their own order, for training."""
+    names = sorted(p.name for p in pairs)
+    count = max(1, round(fraction * len(names)))
+    held = {names[i] for i in np.random.default_rng(seed).permutation(len(names))[:count]}
+    return [p for p in pairs if p.name not in held], [p for p in pairs if p.name in held]
 
 
 def load_pairs(part: dict, data_root: Path | None, bench_dirs: list[Path]) -> tuple[list, Benchmark]:
@@ -74,6 +84,9 @@ def train_data(cfg: dict, opts: RunOptions, dist_info: Dist, device: torch.devic
     if batch % world:
         raise TrainError(f"datasets.train.batch_size {batch} does not split over {world} processes")
     pairs, bench = load_pairs(part, opts.data_root, opts.bench_dirs)
+    fraction = cfg["datasets"]["val"]["holdout"]
+    if fraction:
+        pairs = holdout(pairs, fraction, seed)[0]
     if cfg["train"]["routing"] == ORACLE and any(p.label is None for p in pairs):
         raise TrainError(
             "train.routing oracle needs task labels; set datasets.train.task for an unlabelled benchmark"
@@ -110,14 +123,21 @@ class ValData:
     loader: torch.utils.data.DataLoader
     metrics: MetricSet
     bench: Benchmark
+    held_out: int | None = None  # pairs held out of the train split (datasets.val.holdout), else None
+    is_test_split: bool = False  # validation scores the split `demoe-eval run` reports for the benchmark
 
 
 def val_data(cfg: dict, opts: RunOptions, device: torch.device) -> ValData | None:
-    """The validation set and its metrics (rank 0), None when the options name no validation set."""
-    part = cfg["datasets"]["val"]
-    if not part["bench"]:
+    """The validation set and its metrics (rank 0), None when the options name no validation set.
+    ``datasets.val.holdout`` validates on a seeded fraction of the train split that training leaves out."""
+    part, fraction = cfg["datasets"]["val"], cfg["datasets"]["val"]["holdout"]
+    if fraction:
+        train_pairs, bench = load_pairs(cfg["datasets"]["train"], opts.data_root, opts.bench_dirs)
+        pairs = holdout(train_pairs, fraction, int(cfg["manual_seed"]))[1]
+    elif not part["bench"]:
         return None
-    pairs, bench = load_pairs(part, opts.data_root, opts.bench_dirs)
+    else:
+        pairs, bench = load_pairs(part, opts.data_root, opts.bench_dirs)
     loader = torch.utils.data.DataLoader(
         PairedImageDataset(pairs),
         batch_size=int(part["batch_size"]),
@@ -131,4 +151,13 @@ def val_data(cfg: dict, opts: RunOptions, device: torch.device) -> ValData | Non
     metrics = MetricSet(cfg["val"]["metrics"], device=device, protocol=protocol)
     for name, reason in metrics.unavailable.items():
         print(f"note: validation metric {name} is not computed: {reason}", flush=True)
-    return ValData(loader, metrics, bench)
+    reported = None if fraction else resolve(str(part["bench"]), None, opts.data_root, opts.bench_dirs).split
+    val = ValData(loader, metrics, bench, len(pairs) if fraction else None, bench.split == reported)
+    if val.is_test_split:
+        print(
+            f"WARNING: validating on {bench.spec.name}'s test split ({bench.split}): checkpoints chosen on it "
+            "make its test figures optimistic; validate on a val split (datasets.val.split) or a part of "
+            "train (datasets.val.holdout: 0.1)",
+            flush=True,
+        )
+    return val

@@ -182,6 +182,10 @@ def open_run_folder(run: Run, resumed: bool, frozen: list[str]) -> None:
         "demoe.run_dir": str(run_dir.resolve()),
         "demoe.world_size": str(run.dist_info.world),
     }
+    if run.val is not None:
+        held = f" (held out of train: {run.val.held_out} pairs)" if run.val.held_out else ""
+        tags["demoe.val_bench"] = f"{run.val.bench.spec.name}/{run.val.bench.split}{held}"
+        tags["demoe.val_is_test"] = str(run.val.is_test_split).lower()
     state.run_id = run.tracker.start(state.run_id, cfg["name"], tags, cfg, dump_config(cfg))
     params = sum(p.numel() for p in run.model.parameters())
     weights = run.start.weights

@@ -44,7 +44,15 @@ DEFAULTS: dict = {
             # each degraded afresh (new patches, kernels and noise every epoch)
             "synthesize": False,
         },
-        "val": {"bench": None, "split": None, "task": None, "limit": None, "batch_size": 1, "num_worker": 0},
+        "val": {
+            "bench": None,
+            "split": None,
+            "task": None,
+            "limit": None,
+            "batch_size": 1,
+            "num_worker": 0,
+            "holdout": None,  # instead of bench: this fraction of the train split, seeded, held out of training
+        },
     },
     "train": {
         "total_iter": 1000,
@@ -194,6 +202,17 @@ def resolve_config(
     for task in t["freeze"]["all_but_experts"] or []:
         if task not in TASKS:
             raise ConfigError(f"{source}: train.freeze.all_but_experts: unknown task {task!r}")
+    fraction = cfg["datasets"]["val"]["holdout"]
+    if fraction is not None and (
+        isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1
+    ):
+        raise ConfigError(
+            f"{source}: datasets.val.holdout must be a fraction between 0 and 1, got {fraction!r}"
+        )
+    if fraction and cfg["datasets"]["val"]["bench"]:
+        raise ConfigError(
+            f"{source}: datasets.val: give either a bench to validate on or a holdout fraction of train, not both"
+        )
     val_freq = cfg["val"]["val_freq"]
     if not (val_freq is None or val_freq == "epoch" or (isinstance(val_freq, int) and val_freq > 0)):
         raise ConfigError(f"{source}: val.val_freq must be a number of steps or 'epoch'")

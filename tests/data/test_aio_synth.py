@@ -18,6 +18,8 @@ from demoe.data.pairs import check, resolve
 from demoe.vocab import TASKS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# test/defocus/blur/coffee_000.png as generator version 1 (before the val split) made it
+FIRST_GENERATOR_TEST_PAIR = "dff097a6048700a5167b92b98cb3f1b657bc5c8b1c1f04dbf41061b1c8a10287"
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -39,7 +41,7 @@ def test_generation_is_byte_identical_and_laid_out_as_the_registry_expects(tmp_p
     }
 
     root = tmp_path / "a"
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         for task in TASKS:
             blurred = sorted(p.name for p in (root / split / task / "blur").iterdir())
             sharp = sorted(p.name for p in (root / split / task / "sharp").iterdir())
@@ -55,7 +57,7 @@ def test_generation_is_byte_identical_and_laid_out_as_the_registry_expects(tmp_p
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest == first
     assert manifest["generator_version"] == aio_synth.GENERATOR_VERSION and manifest["seed"] == 0
-    assert len(manifest["pairs"]) == 2 * len(TASKS) * 2
+    assert len(manifest["pairs"]) == 3 * len(TASKS) * 2
     pair = manifest["pairs"][0]
     assert {"name", "task", "split", "source", "crop", "params"} <= pair.keys()
     assert (root / pair["split"] / pair["task"] / "blur" / f"{pair['name']}.png").is_file()
@@ -77,13 +79,20 @@ def test_blurred_and_sharp_differ_and_stay_aligned(tmp_path):
             assert centred[0] == max(centred), task
 
 
-def test_train_and_test_share_no_photo_and_tasks_are_balanced():
-    train, test = set(aio_synth.SPLITS["train"]), set(aio_synth.SPLITS["test"])
-    assert not train & test
+def test_train_val_and_test_share_no_photo_and_tasks_are_balanced():
+    splits = {name: set(photos) for name, photos in aio_synth.SPLITS.items()}
+    assert set(splits) == {"train", "val", "test"}
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    assert not train & test and not val & train and not val & test
     assert {"motorcycle_left.png", "motorcycle_right.png"} <= test
+    sources = {name: aio_synth._source_file(name) for photos in splits.values() for name in photos}
+    by_content = {}
+    for name, path in sources.items():  # no photo is in two splits under two names either
+        by_content.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), []).append(name)
+    assert all(len(names) == 1 for names in by_content.values())
     plan = aio_synth._pair_plan(None)
     per_task = Counter((p["split"], p["task"]) for p in plan)
-    assert set(per_task.values()) == {40} | {15} and len(per_task) == 2 * len(TASKS)
+    assert set(per_task.values()) == {40, 15, 12} and len(per_task) == 3 * len(TASKS)
     for split, sources in aio_synth.SPLITS.items():
         for task in TASKS:
             uses = Counter(
@@ -176,3 +185,21 @@ def test_two_processes_starting_at_once_generate_the_full_set_once(tmp_path, mon
     assert report.ok and report.pairs == 75
     defocus = resolve("aio-synth/defocus", split="train")
     assert len(defocus.pairs) == 40 and {p.label for p in defocus.pairs} == {"defocus"}
+
+
+def test_the_val_split_left_train_and_test_as_the_first_generator_made_them(tmp_path):
+    """Pairs are seeded by (seed, split index, task, index) and val comes last, so adding it changed no
+    train or test file: the test split's fingerprint is the one recorded before val existed."""
+    root = tmp_path / "set"
+    aio_synth.generate(root, seed=0, progress=False, subset=1)
+    assert [split for split in aio_synth.SPLITS][:2] == ["train", "test"]
+    blurred = root / "test" / "defocus" / "blur" / "coffee_000.png"
+    assert hashlib.sha256(blurred.read_bytes()).hexdigest() == FIRST_GENERATOR_TEST_PAIR
+
+
+def test_a_missing_val_photo_is_one_line_naming_the_package(monkeypatch):
+    from importlib import metadata
+
+    monkeypatch.setattr(metadata, "files", lambda name: [])
+    with pytest.raises(aio_synth.AioSynthError, match="pyiqa does not ship ResultsCalibra/ref_dir/I03.bmp"):
+        aio_synth._source_file("I03.bmp")

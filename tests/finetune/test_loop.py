@@ -104,6 +104,8 @@ def test_config_layers_file_then_set_then_cli_options(tmp_path):
         (["datasets.train.synthesize=true"], "datasets.train.synthesize degrades aio-synth's train photos"),
         (["network_g.type=DeMoE"], "not both"),
         (["train.freeze.all_but_experts=[blurry]"], "unknown task 'blurry'"),
+        (["datasets.val.holdout=1.5"], "datasets.val.holdout must be a fraction between 0 and 1"),
+        (["datasets.val.holdout=0.2", "datasets.val.bench=x"], "either a bench to validate on or a holdout"),
     ],
 )
 def test_config_mistakes_name_the_option(tmp_path, change, message):
@@ -200,6 +202,41 @@ def test_a_log_line_torn_by_a_kill_does_not_stop_the_resume(tmp_path):
     resumed = finetune(cfg, RunOptions(run_dir=tmp_path / "run", tracking=False, resume=True))
     assert resumed["step"] == 4
     assert [r["step"] for r in log_lines(tmp_path / "run")] == [1, 2, 3, 4]
+
+
+def test_a_holdout_validates_on_a_seeded_part_of_train_that_training_never_sees(tmp_path, capsys):
+    from demoe.data.pairs import resolve
+    from demoe.finetune.data import holdout, train_data, val_data
+    from demoe.runtime import Dist
+
+    bench = make_task_bench(tmp_path / "bench", per_task=5)
+    cfg = resolve_config(tiny_config(bench, val=True))
+    cfg["datasets"]["val"] |= {"bench": None, "split": None, "holdout": 0.2}
+    opts, cpu = RunOptions(run_dir=tmp_path / "run"), torch.device("cpu")
+    train = train_data(cfg, opts, Dist(rank=0, world=1, local_rank=0), cpu)
+    val = val_data(cfg, opts, cpu)
+    trained, held = {p.name for p in train.pairs}, {n for batch in val.loader for n in batch[2]}
+    assert len(held) == val.held_out == 2 and len(trained) == 8 and not trained & held
+    assert not val.is_test_split and "WARNING" not in capsys.readouterr().out
+    pairs = list(resolve(str(bench), split="train").pairs)
+
+    def held_names(order: list, seed: int) -> set:
+        return {p.name for p in holdout(order, 0.2, seed)[1]}
+
+    assert held_names(pairs[::-1], 0) == held_names(pairs, 0) == held  # whatever the order on disk
+    assert held_names(pairs, 1) != held
+
+
+def test_validating_on_the_reported_test_split_warns_and_is_tagged(tmp_path, capsys):
+    from demoe.finetune.data import val_data
+
+    bench = make_task_bench(tmp_path / "bench")
+    on_test = val_data(resolve_config(tiny_config(bench, val=True)), RunOptions(), torch.device("cpu"))
+    assert on_test.is_test_split and "WARNING: validating on bench's test split" in capsys.readouterr().out
+    doc = tiny_config(bench, val=True)
+    doc["datasets"]["val"]["split"] = "train"
+    on_train = val_data(resolve_config(doc), RunOptions(), torch.device("cpu"))
+    assert not on_train.is_test_split and "WARNING" not in capsys.readouterr().out
 
 
 def test_channels_last_training_computes_the_gradients_of_contiguous_training():
