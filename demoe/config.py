@@ -1,6 +1,8 @@
 """Experiment configuration: YAML files, ``--set key.sub=value`` overrides, the resolved config saved with each run."""
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -27,6 +29,31 @@ def find_experiment_file(value: Path | str) -> Path:
     raise ConfigError(
         f"{value}: no such file, nor a shipped experiment of that name (shipped: {', '.join(known) or 'none'})"
     )
+
+
+class ManifestCheck:
+    """All the problems of one manifest (a zoo entry, a benchmark manifest, an experiment file), reported
+    together: each independent check runs in ``with check.item():`` (or calls ``add``), and ``done``
+    raises them as one line naming the file. The one way every manifest kind is validated."""
+
+    def __init__(self, source: Path | str, error: type[DemoeError]):
+        self.source, self.error, self.problems = str(source), error, []
+
+    def add(self, message: str) -> None:
+        message = message.removeprefix(f"{self.source}: ")
+        if message not in self.problems:
+            self.problems.append(message)
+
+    @contextmanager
+    def item(self) -> Iterator[None]:
+        try:
+            yield
+        except DemoeError as e:
+            self.add(str(e))
+
+    def done(self) -> None:
+        if self.problems:
+            raise self.error(f"{self.source}: " + "; ".join(self.problems))
 
 
 def read_yaml(path: Path, error: type[Exception]):

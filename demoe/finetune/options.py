@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from demoe.config import ConfigError, apply_overrides
+from demoe.config import ConfigError, ManifestCheck, apply_overrides
 from demoe.errors import DemoeError
 from demoe.net.losses import PIXEL_LOSSES
 from demoe.net.training import MEMORY_FORMATS
@@ -154,68 +154,62 @@ def resolve_config(
         cfg["path"]["param_key_g"] = param_key
     if cast_weights:
         cfg["path"]["cast_weights_g"] = True
-    if cfg["path"]["param_key_g"] is not None and not isinstance(cfg["path"]["param_key_g"], str):
-        raise ConfigError(f"{source}: path.param_key_g must name the checkpoint's entry, e.g. params_ema")
-    if cfg["path"]["cast_weights_g"] not in (None, True, False):
-        raise ConfigError(f"{source}: path.cast_weights_g must be true or false")
     if device:
         cfg["device"] = device
+    check = ManifestCheck(source, ConfigError)
+    if cfg["path"]["param_key_g"] is not None and not isinstance(cfg["path"]["param_key_g"], str):
+        check.add("path.param_key_g must name the checkpoint's entry, e.g. params_ema")
+    if cfg["path"]["cast_weights_g"] not in (None, True, False):
+        check.add("path.cast_weights_g must be true or false")
     if bool(cfg["model"]) == bool(cfg["network_g"]):
-        raise ConfigError(
-            f"{source}: name either a zoo `model` to start from or a `network_g` to train, not both"
-        )
+        check.add("name either a zoo `model` to start from or a `network_g` to train, not both")
     network = cfg["network_g"]
     if network and (not isinstance(network, dict) or network.get("type") not in ARCHITECTURE_NAMES):
-        raise ConfigError(
-            f"{source}: network_g needs a type ({', '.join(ARCHITECTURE_NAMES)}) and its keywords"
-        )
-    if network and (
+        check.add(f"network_g needs a type ({', '.join(ARCHITECTURE_NAMES)}) and its keywords")
+    elif network and (
         problems := network_kwargs_problems(
             network["type"], {k: v for k, v in network.items() if k != "type"}
         )
     ):
-        raise ConfigError(f"{source}: network_g: " + "; ".join(problems))
+        check.add("network_g: " + "; ".join(problems))
     if not cfg["datasets"]["train"]["bench"]:
-        raise ConfigError(f"{source}: datasets.train.bench is required (a benchmark name or folder)")
+        check.add("datasets.train.bench is required (a benchmark name or folder)")
     if cfg["datasets"]["train"]["synthesize"] and (
         cfg["datasets"]["train"]["bench"] != "aio-synth" or cfg["datasets"]["train"]["split"] != "train"
     ):
-        raise ConfigError(
-            f"{source}: datasets.train.synthesize degrades aio-synth's train photos; "
+        check.add(
+            "datasets.train.synthesize degrades aio-synth's train photos; "
             "set datasets.train.bench: aio-synth and split: train, or synthesize: false"
         )
     t = cfg["train"]
-    problems = _number_problems(cfg)
-    if problems:
-        raise ConfigError(f"{source}: " + "; ".join(problems))
+    for problem in _number_problems(cfg):
+        check.add(problem)
     if t["pixel_loss"] not in PIXEL_LOSSES:
-        raise ConfigError(f"{source}: train.pixel_loss must be one of {', '.join(PIXEL_LOSSES)}")
+        check.add(f"train.pixel_loss must be one of {', '.join(PIXEL_LOSSES)}")
     if t["amp"] not in ("auto", "bf16", "fp16", "none", None):
-        raise ConfigError(f"{source}: train.amp must be auto, bf16, fp16 or none")
+        check.add("train.amp must be auto, bf16, fp16 or none")
     if t["memory_format"] not in MEMORY_FORMATS:
-        raise ConfigError(f"{source}: train.memory_format must be one of {', '.join(MEMORY_FORMATS)}")
+        check.add(f"train.memory_format must be one of {', '.join(MEMORY_FORMATS)}")
     if t["routing"] not in MODEL_MODES:
-        raise ConfigError(f"{source}: train.routing must be auto, oracle or a task: {', '.join(TASKS)}")
+        check.add(f"train.routing must be auto, oracle or a task: {', '.join(TASKS)}")
     for part in ("train", "val"):
         if cfg["datasets"][part]["task"] not in (None, *TASKS):
-            raise ConfigError(f"{source}: datasets.{part}.task must be one of {', '.join(TASKS)}")
-    for task in t["freeze"]["all_but_experts"] or []:
+            check.add(f"datasets.{part}.task must be one of {', '.join(TASKS)}")
+    experts = t["freeze"]["all_but_experts"] or []
+    for task in experts if isinstance(experts, list) else [experts]:
         if task not in TASKS:
-            raise ConfigError(f"{source}: train.freeze.all_but_experts: unknown task {task!r}")
+            check.add(f"train.freeze.all_but_experts: unknown task {task!r}")
     fraction = cfg["datasets"]["val"]["holdout"]
     if fraction is not None and (
         isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1
     ):
-        raise ConfigError(
-            f"{source}: datasets.val.holdout must be a fraction between 0 and 1, got {fraction!r}"
-        )
+        check.add(f"datasets.val.holdout must be a fraction between 0 and 1, got {fraction!r}")
     if fraction and cfg["datasets"]["val"]["bench"]:
-        raise ConfigError(
-            f"{source}: datasets.val: give either a bench to validate on or a holdout fraction of train, not both"
-        )
+        check.add("datasets.val: give either a bench to validate on or a holdout fraction of train, not both")
     val_freq = cfg["val"]["val_freq"]
     if not (val_freq is None or val_freq == "epoch" or (isinstance(val_freq, int) and val_freq > 0)):
-        raise ConfigError(f"{source}: val.val_freq must be a number of steps or 'epoch'")
+        check.add("val.val_freq must be a number of steps or 'epoch'")
+    check.done()
     if "psnr" not in cfg["val"]["metrics"]:
         cfg["val"]["metrics"] = ["psnr", *cfg["val"]["metrics"]]
     if not cfg["name"]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from demoe.config import read_yaml
+from demoe.config import ManifestCheck, read_yaml
 from demoe.errors import DemoeError
 from demoe.paths import data_root as default_data_root
 from demoe.paths import demoe_home, shipped_dir
@@ -164,6 +164,8 @@ def _fail(source: Path | str, message: str) -> BenchmarkError:
 
 
 def _patterns(value, source: Path, key: str) -> tuple[str, ...]:
+    if not isinstance(value, str | list | tuple):
+        raise _fail(source, f"{key} {value!r} must be a file name pattern like '*.png', or a list of them")
     items = (value,) if isinstance(value, str) else tuple(value)
     for item in items:
         if not isinstance(item, str) or item.count("*") != 1 or "/" in item:
@@ -214,6 +216,8 @@ def _parse_subset(
 
 
 def _parse_protocol(data, source: Path) -> dict:
+    if data is not None and not isinstance(data, dict):
+        raise _fail(source, f"protocol takes a mapping of color, crop_border, quantize_8bit (found {data!r})")
     protocol = {**DEFAULT_PROTOCOL, **(data or {})}
     if (
         set(protocol) != set(DEFAULT_PROTOCOL)
@@ -301,28 +305,86 @@ def _parse_published(
 
 
 def parse_spec(data: dict, source: Path) -> BenchmarkSpec:
-    """A manifest's mapping -> a validated ``BenchmarkSpec``; every mistake names ``source``."""
+    """A manifest's mapping -> a validated ``BenchmarkSpec``; every mistake names ``source``, and the
+    mistakes of independent keys are reported together."""
     if not isinstance(data, dict) or "name" not in data or "root" not in data or "splits" not in data:
         raise _fail(source, "a benchmark manifest needs at least name, root and splits")
+    check = ManifestCheck(source, BenchmarkError)
     unknown = set(data) - SPEC_KEYS
     if unknown:
-        raise _fail(
-            source, f"unknown keys {sorted(unknown)}; a manifest knows {', '.join(sorted(SPEC_KEYS))}"
-        )
+        check.add(f"unknown keys {sorted(unknown)}; a manifest knows {', '.join(sorted(SPEC_KEYS))}")
     name, task = str(data["name"]), data.get("task")
     if task is not None and task not in TASKS:
-        raise _fail(source, f"task {task!r} is not one of {', '.join(TASKS)} (or null for no label)")
-    layout = dict(data.get("layout") or {})
+        check.add(f"task {task!r} is not one of {', '.join(TASKS)} (or null for no label)")
+        task = None
+    layout = data.get("layout") or {}
+    if not isinstance(layout, dict):
+        check.add(
+            f"layout must be a mapping of {', '.join(sorted(SUBSET_KEYS | {'subsets'}))} (found {layout!r})"
+        )
+        layout = {}
+    layout = dict(layout)
     default_subsets = layout.pop("subsets", None) or [{}]
     if set(layout) - SUBSET_KEYS:
-        raise _fail(source, f"unknown layout keys {sorted(set(layout) - SUBSET_KEYS)}")
-    if not isinstance(data["splits"], dict) or not data["splits"]:
-        raise _fail(source, "splits must map split names to {pairs: N} (and optionally subsets)")
+        check.add(f"unknown layout keys {sorted(set(layout) - SUBSET_KEYS)}")
     unpaired = data.get("unpaired", False)
     if not isinstance(unpaired, bool):
-        raise _fail(source, f"unpaired must be true (no sharp images) or false (found {unpaired!r})")
+        check.add(f"unpaired must be true (no sharp images) or false (found {unpaired!r})")
+        unpaired = False
     splits = {}
-    for split_name, split_data in data["splits"].items():
+    with check.item():
+        splits = _parse_splits(data["splits"], layout, default_subsets, task, source, unpaired)
+    test_split = str(data.get("test_split") or ("test" if "test" in splits else next(iter(splits), "test")))
+    if splits and test_split not in splits:
+        check.add(f"test_split {test_split!r} is not one of the splits {', '.join(splits)}")
+    paper_protocol = data.get("paper_protocol")
+    if paper_protocol is not None and (
+        not isinstance(paper_protocol, str) or paper_protocol not in PAPER_PROTOCOLS
+    ):
+        check.add(
+            f"paper_protocol {paper_protocol!r} is unknown; name the channels the benchmark's papers score "
+            f"PSNR and SSIM on: {', '.join(PAPER_PROTOCOLS)} (or null)"
+        )
+        paper_protocol = None
+    generated = data.get("generated")
+    if generated is not None and generated not in GENERATORS:
+        check.add(f"generated {generated!r} is unknown; known generators: {', '.join(GENERATORS)}")
+    protocol = origin = published = None
+    with check.item():
+        protocol = _parse_protocol(data.get("protocol"), source)
+    with check.item():
+        origin = _parse_origin(data.get("origin"), source)
+    if splits:
+        with check.item():
+            published = _parse_published(data.get("published"), splits, test_split, paper_protocol, source)
+    check.done()
+    return BenchmarkSpec(
+        name=name,
+        root=str(data["root"]),
+        splits=splits,
+        test_split=test_split,
+        description=" ".join(str(data.get("description") or "").split()),
+        url=data.get("url"),
+        licence=data.get("licence"),
+        task=task,
+        protocol=protocol,
+        protocol_note=" ".join(str(data["protocol_note"]).split()) if data.get("protocol_note") else None,
+        paper_protocol=paper_protocol,
+        generated=generated,
+        extras={str(k): str(v) for k, v in (data.get("extras") or {}).items()},
+        source=source,
+        origin=origin,
+        published=published,
+    )
+
+
+def _parse_splits(
+    data, layout: dict, default_subsets: list, task: str | None, source: Path, unpaired: bool
+) -> dict[str, SplitSpec]:
+    if not isinstance(data, dict) or not data:
+        raise _fail(source, "splits must map split names to {pairs: N} (and optionally subsets)")
+    splits = {}
+    for split_name, split_data in data.items():
         split_data = split_data or {}
         if not isinstance(split_data, dict) or set(split_data) - {"pairs", "subsets"}:
             raise _fail(source, f"split {split_name!r} takes only pairs and subsets")
@@ -334,44 +396,14 @@ def parse_spec(data: dict, source: Path) -> BenchmarkSpec:
         if len(subsets) > 1 and (len(set(names)) != len(names) or "" in names):
             raise _fail(source, f"split {split_name!r}: each of several subsets needs its own name")
         expected = split_data.get("pairs")
-        if expected is not None and (not isinstance(expected, int) or expected < 0):
+        if expected is not None and (
+            not isinstance(expected, int) or isinstance(expected, bool) or expected < 0
+        ):
             raise _fail(source, f"split {split_name!r}: pairs must be a count or null (found {expected!r})")
         splits[str(split_name)] = SplitSpec(expected, subsets)
     if len({s.sharp is None for split in splits.values() for s in split.subsets}) > 1:
         raise _fail(source, "either every subset has sharp images or none has (unpaired: true)")
-    test_split = str(data.get("test_split") or ("test" if "test" in splits else next(iter(splits))))
-    if test_split not in splits:
-        raise _fail(source, f"test_split {test_split!r} is not one of the splits {', '.join(splits)}")
-    paper_protocol = data.get("paper_protocol")
-    if paper_protocol is not None and (
-        not isinstance(paper_protocol, str) or paper_protocol not in PAPER_PROTOCOLS
-    ):
-        raise _fail(
-            source,
-            f"paper_protocol {paper_protocol!r} is unknown; name the channels the benchmark's papers score "
-            f"PSNR and SSIM on: {', '.join(PAPER_PROTOCOLS)} (or null)",
-        )
-    generated = data.get("generated")
-    if generated is not None and generated not in GENERATORS:
-        raise _fail(source, f"generated {generated!r} is unknown; known generators: {', '.join(GENERATORS)}")
-    return BenchmarkSpec(
-        name=name,
-        root=str(data["root"]),
-        splits=splits,
-        test_split=test_split,
-        description=" ".join(str(data.get("description") or "").split()),
-        url=data.get("url"),
-        licence=data.get("licence"),
-        task=task,
-        protocol=_parse_protocol(data.get("protocol"), source),
-        protocol_note=" ".join(str(data["protocol_note"]).split()) if data.get("protocol_note") else None,
-        paper_protocol=paper_protocol,
-        generated=generated,
-        extras={str(k): str(v) for k, v in (data.get("extras") or {}).items()},
-        source=source,
-        origin=_parse_origin(data.get("origin"), source),
-        published=_parse_published(data.get("published"), splits, test_split, paper_protocol, source),
-    )
+    return splits
 
 
 def load_registry(bench_dirs: Sequence[Path] = ()) -> dict[str, BenchmarkSpec]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from importlib.metadata import version
 from pathlib import Path
 
-from demoe.config import read_yaml
+from demoe.config import ManifestCheck, read_yaml
 from demoe.errors import DemoeError
 from demoe.paths import demoe_home, shipped_dir
 from demoe.vocab import ARCHITECTURE_KWARGS, ARCHITECTURE_NAMES
@@ -72,6 +72,7 @@ def zoo_dirs(extra: list[Path] | tuple = ()) -> list[Path]:
 
 
 def _entry_from_dict(data: dict, source: Path) -> ZooEntry:
+    """A zoo entry's mapping -> a ``ZooEntry``; the mistakes of its keys are reported together."""
     known = ("name", "arch", "kwargs", "description", "checkpoint", "licence", "paper", "info", "stats")
     unknown = set(data) - set(known)
     if unknown or "name" not in data or "arch" not in data:
@@ -79,21 +80,26 @@ def _entry_from_dict(data: dict, source: Path) -> ZooEntry:
             f"{source}: a zoo entry needs name and arch, and only knows {', '.join(known)} "
             f"(found {sorted(data)})"
         )
+    check = ManifestCheck(source, ZooError)
+    where = f"entry {data['name']!r}"
     if data["arch"] not in ARCHITECTURE_NAMES:
-        raise ZooError(
-            f"{source}: entry {data['name']!r} names unknown arch {data['arch']!r}; "
-            f"known: {', '.join(ARCHITECTURE_NAMES)}"
-        )
-    problems = network_kwargs_problems(data["arch"], data.get("kwargs") or {})
-    if problems:
-        raise ZooError(f"{source}: entry {data['name']!r}: " + "; ".join(problems))
-    ckpt = data.get("checkpoint")
+        check.add(f"{where} names unknown arch {data['arch']!r}; known: {', '.join(ARCHITECTURE_NAMES)}")
+    else:
+        for problem in network_kwargs_problems(data["arch"], data.get("kwargs") or {}):
+            check.add(f"{where}: {problem}")
+    ckpt, checkpoint = data.get("checkpoint"), None
+    with check.item():
+        checkpoint = _checkpoint_from_dict(ckpt, source, str(data["name"])) if ckpt else None
+    for key in ("paper", "info", "stats"):
+        if not isinstance(data.get(key) or {}, dict):
+            check.add(f"{where}: {key} must be a mapping")
+    check.done()
     return ZooEntry(
         name=str(data["name"]),
         arch=data["arch"],
         kwargs=dict(data.get("kwargs") or {}),
         description=str(data.get("description", "")).strip(),
-        checkpoint=_checkpoint_from_dict(ckpt, source, str(data["name"])) if ckpt else None,
+        checkpoint=checkpoint,
         licence=str(data["licence"]).strip() if data.get("licence") else None,
         paper=dict(data.get("paper") or {}),
         info=dict(data.get("info") or {}),

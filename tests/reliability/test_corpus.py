@@ -53,6 +53,7 @@ def run_args(tmp: Path, *extra: str, folder: Path | None = None) -> list[str]:
 
 
 def write_then(path: Path, data: bytes, case: Callable[[], Case]) -> Case:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return case()
 
@@ -130,11 +131,14 @@ def bomb(path: Path) -> None:
     Image.new("1", (30000, 30000)).save(path, format="PNG")
 
 
-def bench_manifest(tmp: Path, text: bytes) -> Case:
+def bench_manifest(tmp: Path, text: bytes, names: str = "mine.yaml") -> Case:
+    """A manifest that is right but for ``text`` (which may replace its keys)."""
     folder = tmp / "benches"
     folder.mkdir()
-    (folder / "mine.yaml").write_bytes(text)
-    return Case(["bench", "show", "mine", "--bench-dir", str(folder)], "mine.yaml")
+    (folder / "mine.yaml").write_bytes(b"root: data/mine\nsplits: {test: {pairs: 2}}\n" + text)
+    case = Case(["bench", "show", "mine", "--bench-dir", str(folder)], "mine.yaml")
+    case.names = names
+    return case
 
 
 def partial_bench(tmp: Path, *extra: str) -> Case:
@@ -308,15 +312,27 @@ CASES: dict[str, Callable[[Path], Case]] = {
     "zoo-no-name": lambda t: zoo_file(t, b"arch: DeMoE\n"),
     "zoo-checkpoint-a-string": lambda t: zoo_file(t, b"name: a\narch: DeMoE\ncheckpoint: x.pt\n"),
     # benchmark manifests
-    "bench-layout-a-list": lambda t: bench_manifest(t, b"name: mine\nlayout: [blur, sharp]\n"),
+    "bench-layout-a-list": lambda t: bench_manifest(t, b"name: mine\nlayout: [blur, sharp]\n", "layout"),
     "bench-files-a-number": lambda t: bench_manifest(
-        t, b"name: mine\nlayout: {blurred: blur, sharp: sharp, files: 5}\n"
+        t, b"name: mine\nlayout: {blurred: blur, sharp: sharp, files: 5}\n", "files 5"
     ),
-    "bench-protocol-a-string": lambda t: bench_manifest(t, b"name: mine\nprotocol: rgb\n"),
+    "bench-protocol-a-string": lambda t: bench_manifest(t, b"name: mine\nprotocol: rgb\n", "protocol"),
     "bench-not-utf8": lambda t: bench_manifest(t, b"name: m\xefne\n"),
     "bench-not-yaml": lambda t: bench_manifest(t, b"name: [mine\n"),
-    "bench-pairs-negative": lambda t: bench_manifest(t, b"name: mine\nsplits: {test: {pairs: -7}}\n"),
-    "bench-unknown-task": lambda t: bench_manifest(t, b"name: mine\ntask: motion_sickness\n"),
+    "bench-pairs-negative": lambda t: bench_manifest(
+        t, b"name: mine\nsplits: {test: {pairs: -7}}\n", "pairs must be a count"
+    ),
+    "bench-unknown-task": lambda t: bench_manifest(
+        t, b"name: mine\ntask: motion_sickness\n", "motion_sickness"
+    ),
+    "bench-no-root": lambda t: write_then(
+        t / "benches" / "mine.yaml",
+        b"name: mine\nsplits: {test: {}}\n",
+        lambda: Case(["bench", "show", "mine", "--bench-dir", str(t / "benches")], "root"),
+    ),
+    "bench-three-mistakes-at-once": lambda t: bench_manifest(
+        t, b"name: mine\ntask: blurry\npaper_protocol: xyz\nunpaired: maybe\n", "'blurry'"
+    ),
     # benchmark data
     "data-partial-benchmark": lambda t: partial_bench(t),
     "data-empty-folder-check": lambda t: (
