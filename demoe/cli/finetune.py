@@ -121,11 +121,13 @@ def finetune(
         data_root=data_root,
         bench_dirs=list(bench_dirs),
     )
-    if translation is not None and int(os.environ.get("RANK", "0")) == 0:
-        saved = published.save(translation, config_file, opts.run_folder(cfg))
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    if translation is not None and main_rank:
         click.echo("\n".join(translation.lines))
-        click.echo(f"saved as {saved}: `demoe-eval finetune -c {saved}` runs the same from now on")
     result = run_finetune(cfg, opts)
+    if translation is not None and main_rank:  # saved once the run folder was accepted and trained
+        saved = published.save(translation, config_file, opts.run_folder(cfg))
+        click.echo(f"saved as {saved}: `demoe-eval finetune -c {saved}` runs the same from now on")
     if result.get("zoo_entry"):
         click.echo(f"run folder: {result['run_dir']}")
         if result.get("best_psnr") is not None:

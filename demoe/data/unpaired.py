@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from demoe.registry.benchmarks import IMAGE_PATTERNS, Subset
+from demoe.registry.benchmarks import IMAGE_PATTERNS, BenchmarkError, Subset
 from demoe.vocab import TASKS
 
 IMAGE_SUFFIXES = frozenset(pattern.removeprefix("*").lower() for pattern in IMAGE_PATTERNS)
@@ -35,6 +35,15 @@ def unpaired_subsets(base: Path, blurred_names: Sequence[str]) -> tuple[Subset, 
     under ``base`` themselves. A folder named after a task labels its images. Empty without images."""
     own = next((n for n in blurred_names if (base / n).is_dir()), None)
     if own is not None:
+        others = sorted(
+            p.name for p in base.iterdir() if p.is_dir() and p.name != own and not p.name.startswith(".")
+        )
+        if any(has_images(base / name) for name in others):
+            raise BenchmarkError(
+                f"--bench {base}: {own}/ has no sharp partner folder of a known name, but {others[0]}/ "
+                f"holds images too; rename it (e.g. {own}/ + sharp/), or give the blurred folder alone "
+                "to score it without reference"
+            )
         return (Subset(blurred=own, sharp=None, label=_label(base)),)
     subsets = tuple(
         Subset(name=sub.name, folder=sub.name, blurred=n, sharp=None, label=_label(sub))

@@ -151,8 +151,10 @@ def val_data(cfg: dict, opts: RunOptions, device: torch.device) -> ValData | Non
     metrics = MetricSet(cfg["val"]["metrics"], device=device, protocol=protocol)
     for name, reason in metrics.unavailable.items():
         print(f"note: validation metric {name} is not computed: {reason}", flush=True)
-    reported = None if fraction else resolve(str(part["bench"]), None, opts.data_root, opts.bench_dirs).split
-    val = ValData(loader, metrics, bench, len(pairs) if fraction else None, bench.split == reported)
+    # the split a paper would report: one named test, or the test split its manifest names
+    manifest_test = bench.spec.source is not None and bench.split == bench.spec.test_split
+    on_test = not fraction and (bench.split == "test" or manifest_test)
+    val = ValData(loader, metrics, bench, len(pairs) if fraction else None, on_test)
     if val.is_test_split:
         print(
             f"WARNING: validating on {bench.spec.name}'s test split ({bench.split}): checkpoints chosen on it "

@@ -18,7 +18,7 @@ from demoe.config import dump_config
 from demoe.fileio import append_jsonl, atomic_write_text, read_jsonl
 from demoe.finetune.data import TrainData, ValData, train_data, val_data
 from demoe.finetune.model import StartModel, apply_freeze, optimisation, place, start_model
-from demoe.finetune.options import RunOptions
+from demoe.finetune.options import RunOptions, validation_set
 from demoe.finetune.register import register
 from demoe.finetune.state import TrainState, load_saved
 from demoe.net import has_router
@@ -252,7 +252,7 @@ def report_losses(run: Run, epoch: int, lr: float, seconds: float) -> None:
 
 
 def validation_due(run: Run) -> bool:
-    if not run.cfg["datasets"]["val"]["bench"]:
+    if validation_set(run.cfg) is None:
         return False
     step, val_freq = run.state.step, run.cfg["val"]["val_freq"]
     return (

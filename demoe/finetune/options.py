@@ -218,6 +218,14 @@ def resolve_config(
     return cfg
 
 
+def validation_set(cfg: dict) -> str | None:
+    """What a run validates on, in words (None: no validation): a benchmark, or a held-out part of train."""
+    val = cfg["datasets"]["val"]
+    if val["holdout"]:
+        return f"{cfg['datasets']['train']['bench']} (a held-out {val['holdout']:g} of train)"
+    return str(val["bench"]) if val["bench"] else None
+
+
 def _number_problems(cfg: dict) -> list[str]:
     """What is wrong with the numeric options of ``cfg`` (floats are converted in place)."""
     problems = []

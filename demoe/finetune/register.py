@@ -10,7 +10,7 @@ import yaml
 from demoe.data.pairs import Benchmark
 from demoe.fileio import atomic_write_text, sha256_file
 from demoe.finetune.model import StartModel
-from demoe.finetune.options import RunOptions
+from demoe.finetune.options import RunOptions, validation_set
 from demoe.finetune.state import TrainState
 from demoe.paths import demoe_home
 from demoe.registry import zoo
@@ -34,19 +34,28 @@ def keep_earlier_entry(zoo_dir: Path, name: str, run_dir: Path) -> str | None:
     path = zoo_dir / f"{name}.yaml"
     if not path.is_file():
         return None
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(doc, dict) or (doc.get("info") or {}).get("run_dir") == str(run_dir):
-        return None  # this run's own entry (a resumed run registers again), or not an entry at all
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        doc = None  # not an entry we can read: kept as it is, under the dated name
+    made_by = (doc.get("info") or {}).get("run_dir") if isinstance(doc, dict) else None
+    if isinstance(made_by, str) and Path(made_by).resolve() == Path(run_dir).resolve():
+        return None  # this run's own entry: a resumed run registers again
     kept = f"{name}-{datetime.fromtimestamp(path.stat().st_mtime):%Y%m%d-%H%M%S}"
+    if not isinstance(doc, dict):
+        path.replace(zoo_dir / f"{kept}.yaml.unreadable")
+        return kept
     doc["name"] = kept
-    checkpoint = doc.get("checkpoint")
+    checkpoint, move = doc.get("checkpoint"), None
     if isinstance(checkpoint, dict) and checkpoint.get("path") == f"weights/{name}.safetensors":
-        weights = zoo_dir / "weights" / f"{kept}.safetensors"
-        (zoo_dir / checkpoint["path"]).replace(weights)
-        checkpoint |= {"file": weights.name, "path": f"weights/{weights.name}"}
+        move = (zoo_dir / checkpoint["path"], zoo_dir / "weights" / f"{kept}.safetensors")
+        checkpoint |= {"file": move[1].name, "path": f"weights/{move[1].name}"}
+    # the kept entry is written before anything moves: a failure leaves the original entry whole
     atomic_write_text(
         zoo_dir / f"{kept}.yaml", yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=110)
     )
+    if move and move[0].is_file():
+        move[0].replace(move[1])
     path.unlink()
     return kept
 
@@ -95,7 +104,7 @@ def register(
     validation: dict | None,
 ) -> dict:
     """Register ``run_dir``'s best checkpoint as the zoo model ``cfg['name']``; returns what was made."""
-    has_val = bool(cfg["datasets"]["val"]["bench"])
+    has_val = validation_set(cfg) is not None
     best = run_dir / "models" / "best.pt"
     info = {
         "run_id": state.run_id,
@@ -106,7 +115,7 @@ def register(
     }
     if validation:
         info["validation"] = {
-            "bench": str(cfg["datasets"]["val"]["bench"]),
+            "bench": validation_set(cfg),
             **{k: round(float(v), 4) for k, v in validation.items()},
         }
     tracker.artifact(best, "best")

@@ -195,13 +195,14 @@ def prepare(cfg: RestoreConfig) -> Setup:
     inference.check_precision(cfg.precision, device)
     if cfg.tile is not None and cfg.tile <= cfg.tile_overlap:
         raise RestoreError(f"--tile {cfg.tile}: must be larger than --tile-overlap ({cfg.tile_overlap})")
-    model, _, checkpoint = build.create_model(
+    loaded = build.load_model(
         cfg.model,
         checkpoint=cfg.checkpoint,
         zoo=zoo.load_zoo(zoo.zoo_dirs(list(cfg.zoo_dirs))),
         param_key=cfg.param_key,
         cast_weights=cfg.cast_weights,
     )
+    model, checkpoint = loaded.model, loaded.checkpoint
     if not has_router(model) and modes != [AUTO]:
         raise RestoreError(
             f"--routing {cfg.routing}: {cfg.model} has no router or experts; only auto applies"
@@ -210,7 +211,8 @@ def prepare(cfg: RestoreConfig) -> Setup:
     key = {
         "model": cfg.model,
         "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else None,
-        **({"param_key": cfg.param_key} if cfg.param_key else {}),
+        # the entry of the file the weights came from, however it was chosen (option or zoo entry)
+        **({"param_key": loaded.weights.param_key} if loaded.weights and loaded.weights.param_key else {}),
         "routing": cfg.routing,
         "tile": cfg.tile,
         "tile_overlap": cfg.tile_overlap,

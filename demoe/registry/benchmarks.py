@@ -347,8 +347,12 @@ def parse_spec(data: dict, source: Path) -> BenchmarkSpec:
         )
         paper_protocol = None
     generated = data.get("generated")
-    if generated is not None and generated not in GENERATORS:
+    if generated is not None and (not isinstance(generated, str) or generated not in GENERATORS):
         check.add(f"generated {generated!r} is unknown; known generators: {', '.join(GENERATORS)}")
+    extras = data.get("extras") or {}
+    if not isinstance(extras, dict):
+        check.add(f"extras must be a mapping of names to files in the benchmark (found {extras!r})")
+        extras = {}
     protocol = origin = published = None
     with check.item():
         protocol = _parse_protocol(data.get("protocol"), source)
@@ -371,7 +375,7 @@ def parse_spec(data: dict, source: Path) -> BenchmarkSpec:
         protocol_note=" ".join(str(data["protocol_note"]).split()) if data.get("protocol_note") else None,
         paper_protocol=paper_protocol,
         generated=generated,
-        extras={str(k): str(v) for k, v in (data.get("extras") or {}).items()},
+        extras={str(k): str(v) for k, v in extras.items()},
         source=source,
         origin=origin,
         published=published,

@@ -186,7 +186,9 @@ def load_zoo(dirs: list[Path] | None = None) -> dict[str, ZooEntry]:
     entries: dict[str, ZooEntry] = {}
     for folder in dirs if dirs is not None else zoo_dirs():
         for path in sorted(Path(folder).glob("*.yaml")):
-            doc = read_yaml(path, ZooError) or {}
+            doc = read_yaml(path, ZooError)
+            if doc is None or doc == {}:
+                continue  # an empty file holds no entry
             items = doc.get("models", [doc]) if isinstance(doc, dict) else None
             if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
                 raise ZooError(

@@ -26,7 +26,7 @@ RUN_ID = re.compile(r"[0-9a-f]{32}")
 @dataclass
 class Side:
     name: str  # as given on the command line
-    runs: dict[str, EvalRun]  # benchmark -> its run
+    runs: dict[str, EvalRun]  # BENCH/SPLIT -> its run
 
     def shown(self, bench: str) -> str:
         run = self.runs[bench]
@@ -78,14 +78,19 @@ def _side(
         raise ReportError(f"--compare {name}: {where} holds no finished evaluation")
     runs: dict[str, EvalRun] = {}
     for run in evals:
-        if run.bench in runs:
-            labels = ", ".join(sorted(r.label for r in evals if r.bench == run.bench))
+        if bench_split(run) in runs:
+            labels = ", ".join(sorted(r.label for r in evals if bench_split(r) == bench_split(run)))
             raise ReportError(
-                f"--compare {name}: names several runs on {run.bench} ({labels}); give one of those "
+                f"--compare {name}: names several runs on {bench_split(run)} ({labels}); give one of those "
                 "labels or a run id"
             )
-        runs[run.bench] = run
+        runs[bench_split(run)] = run
     return Side(name, runs)
+
+
+def bench_split(run: EvalRun) -> str:
+    """What two runs must share to be paired image by image: the benchmark and its split."""
+    return f"{run.bench}/{run.split}" if run.split else run.bench
 
 
 def _paired(a: EvalRun, b: EvalRun, mode: str, metric: str) -> list[tuple[float | None, float | None]]:

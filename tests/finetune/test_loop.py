@@ -227,6 +227,20 @@ def test_a_holdout_validates_on_a_seeded_part_of_train_that_training_never_sees(
     assert held_names(pairs, 1) != held
 
 
+def test_a_run_validating_on_a_holdout_validates_and_registers_its_best_step(tmp_path):
+    bench = make_task_bench(tmp_path / "bench", per_task=5)
+    doc = tiny_config(bench, total=4, val=True)
+    doc["datasets"]["val"] = {"holdout": 0.2}
+    doc["val"]["val_freq"] = 2
+    result = finetune(resolve_config(doc), RunOptions(run_dir=tmp_path / "run", tracking=False))
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "run" / "validation.jsonl").read_text().splitlines()
+    ]
+    assert steps == [2, 4] and result["best_psnr"] is not None
+    entry = yaml.safe_load(Path(result["zoo_entry"]).read_text())
+    assert entry["info"]["validation"]["bench"] == f"{bench} (a held-out 0.2 of train)"
+
+
 def test_validating_on_the_reported_test_split_warns_and_is_tagged(tmp_path, capsys):
     from demoe.finetune.data import val_data
 

@@ -109,7 +109,8 @@ def bad_image_bench(tmp: Path, write_bad, name: str = "1.png", **run_extra) -> C
     target.unlink(missing_ok=True)
     write_bad(target)
     extra = [a for kv in run_extra.items() for a in kv]
-    return Case(run_args(tmp, *extra, folder=folder), Path(name).stem[:3], keep=[folder])
+    named = "1.png" if name == "1.png" else Path(name).stem[:3]  # the bad file (its escaped name's start)
+    return Case(run_args(tmp, *extra, folder=folder), named, keep=[folder])
 
 
 def png_bytes(size=(32, 32), mode="RGB") -> bytes:
@@ -154,7 +155,7 @@ def partial_bench(tmp: Path, *extra: str) -> Case:
             }
         )
     )
-    return Case(run_args(tmp, *extra, folder=folder), "7")
+    return Case(run_args(tmp, *extra, folder=folder), "of the 7 its manifest declares")
 
 
 def checkpoint(tmp: Path, write) -> Case:
@@ -325,6 +326,8 @@ CASES: dict[str, Callable[[Path], Case]] = {
     "bench-unknown-task": lambda t: bench_manifest(
         t, b"name: mine\ntask: motion_sickness\n", "motion_sickness"
     ),
+    "bench-generated-a-list": lambda t: bench_manifest(t, b"name: mine\ngenerated: [x]\n", "generated"),
+    "bench-extras-a-list": lambda t: bench_manifest(t, b"name: mine\nextras: [1]\n", "extras"),
     "bench-no-root": lambda t: write_then(
         t / "benches" / "mine.yaml",
         b"name: mine\nsplits: {test: {}}\n",
@@ -344,6 +347,9 @@ CASES: dict[str, Callable[[Path], Case]] = {
         (t / "empty" / "blur").mkdir(parents=True)
         or (t / "empty" / "sharp").mkdir()
         or Case(run_args(t, folder=t / "empty"), "empty")
+    ),
+    "data-sharp-folder-misnamed": lambda t: (
+        bench(t).joinpath("sharp").rename(t / "bench" / "gt") and Case(run_args(t, folder=t / "bench"), "gt/")
     ),
     "data-zero-byte-image": lambda t: bad_image_bench(t, lambda p: p.write_bytes(b"")),
     "data-truncated-png": lambda t: bad_image_bench(t, lambda p: p.write_bytes(png_bytes()[:60])),

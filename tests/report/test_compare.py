@@ -20,7 +20,9 @@ def parent_ids(store, experiment: str, bench: str) -> list[str]:
 
 
 def row_of(stdout: str, bench: str, mode: str, metric: str) -> list[str]:
-    line = next(x for x in stdout.splitlines() if x.startswith(f"| {bench} | {mode} | {metric} |"))
+    line = next(
+        x for x in stdout.splitlines() if x.startswith(f"| {bench}/") and f" | {mode} | {metric} |" in x
+    )  # the benchmark column is BENCH/SPLIT: runs pair only on the same split
     return [c.strip() for c in line.strip("|").split("|")]
 
 
@@ -79,7 +81,7 @@ def test_two_runs_of_one_model_and_runs_without_a_common_benchmark(store, tmp_pa
     apart = cli("report", "--compare", second, plain, "--tracking-uri", store.uri, cwd=tmp_path)
     assert apart.returncode == 1 and "Traceback" not in apart.stderr
     assert apart.stderr.strip() == (
-        f"Error: --compare {second} {plain}: no benchmark evaluated by both ({second}: mini-aio; {plain}: plain)"
+        f"Error: --compare {second} {plain}: no benchmark evaluated by both ({second}: mini-aio/test; {plain}: plain/all)"
     )
     unknown = cli(
         "report",
