@@ -40,7 +40,14 @@ def test_a_benchmark_manifest_reports_its_mistakes_together():
         parse_spec(data, source)
     message = str(error.value)
     assert message.startswith("benchmarks/mine.yaml: ") and "\n" not in message
-    for part in ("'colour'", "'blurry'", "'xyz'", "'maybe'", "pairs must be a count", "protocol takes a mapping"):
+    for part in (
+        "'colour'",
+        "'blurry'",
+        "'xyz'",
+        "'maybe'",
+        "pairs must be a count",
+        "protocol takes a mapping",
+    ):
         assert part in message, part
 
 
