@@ -23,6 +23,12 @@ def write_pairs(folder: Path, count: int, rng, prefix: str = "") -> None:
         Image.fromarray(image // 2).save(folder / "blur" / f"{prefix}{i}.png")
 
 
+def tiny_run_args(bench: Path, out: Path, *extra: str, checkpoint: Path = TINY_A) -> list[str]:
+    """``demoe-eval run`` arguments of DeMoE-tiny on ``bench``: PSNR only, no workers, no tracking."""
+    args = ["run", "--model", "DeMoE-tiny", "--checkpoint", str(checkpoint), "--bench", str(bench)]
+    return args + ["--metrics", "psnr", "--workers", "0", "--no-tracking", "--out", str(out), *extra]
+
+
 def tiny_eval_config(tmp_path: Path, bench: str, **options):
     """DeMoE-tiny with the reference fixture's weights, PSNR only, results under ``tmp_path/out``."""
     import torch

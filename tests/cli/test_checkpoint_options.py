@@ -6,32 +6,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_A, cli, tiny_eval_config, write_pairs
+from helpers import TINY_A, cli, tiny_eval_config, tiny_run_args, write_pairs
 
 from demoe.jobs.evaluate import evaluate
 from demoe.registry.checkpoints import CheckpointError
 from demoe.tracking.mlflow_runs import eval_tags
 from demoe.tracking.results import ResultsError, read_results
-
-
-def run_args(bench, checkpoint, out, *extra: str) -> list[str]:
-    return [
-        "run",
-        "--model",
-        "DeMoE-tiny",
-        "--checkpoint",
-        str(checkpoint),
-        "--bench",
-        str(bench),
-        "--metrics",
-        "psnr",
-        "--workers",
-        "0",
-        "--no-tracking",
-        "--out",
-        str(out),
-        *extra,
-    ]
 
 
 @pytest.mark.slow
@@ -43,13 +23,13 @@ def test_run_param_key_evaluates_params_ema_and_records_it(tmp_path):
     both = tmp_path / "basicsr.pth"
     torch.save({"params": state, "params_ema": ema}, both)
 
-    refused = cli(*run_args(bench, both, tmp_path / "refused", "--param-key", "params_ema"))
+    refused = cli(*tiny_run_args(bench, tmp_path / "refused", "--param-key", "params_ema", checkpoint=both))
     lines = refused.stderr.strip().splitlines()
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert lines[-1].startswith(f"Error: {both}: ") and "--cast-weights" in lines[-1]
 
     out = tmp_path / "ema"
-    done = cli(*run_args(bench, both, out, "--param-key", "params_ema", "--cast-weights"))
+    done = cli(*tiny_run_args(bench, out, "--param-key", "params_ema", "--cast-weights", checkpoint=both))
     assert done.returncode == 0, done.stderr
     result = read_results(out)
     floats = sum(v.is_floating_point() for v in state.values())

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import TINY_A, cli, write_pairs
+from helpers import TINY_A, cli, tiny_run_args, write_pairs
 from PIL import Image
 
 
@@ -47,9 +47,7 @@ def bench(tmp: Path, count: int = 2) -> Path:
 
 def run_args(tmp: Path, *extra: str, folder: Path | None = None) -> list[str]:
     """``run`` of the tiny model on ``folder`` (a fresh two-pair benchmark when not given)."""
-    folder = folder or bench(tmp)
-    args = ["run", "--model", "DeMoE-tiny", "--checkpoint", str(TINY_A), "--bench", str(folder)]
-    return args + ["--metrics", "psnr", "--workers", "0", "--no-tracking", "--out", str(tmp / "out"), *extra]
+    return tiny_run_args(folder or bench(tmp), tmp / "out", *extra)
 
 
 def write_then(path: Path, data: bytes, case: Callable[[], Case]) -> Case:

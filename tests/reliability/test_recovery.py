@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import yaml
-from helpers import TINY_A, cli, write_pairs
+from helpers import cli, tiny_run_args, write_pairs
 from PIL import Image
 
 from demoe.data.psf import load_psf
@@ -15,23 +15,7 @@ from demoe.finetune.state import load_saved
 
 
 def run_on(folder, out, *extra):
-    return cli(
-        "run",
-        "--model",
-        "DeMoE-tiny",
-        "--checkpoint",
-        str(TINY_A),
-        "--bench",
-        str(folder),
-        "--metrics",
-        "psnr",
-        "--workers",
-        "0",
-        "--no-tracking",
-        "--out",
-        str(out),
-        *extra,
-    )
+    return cli(*tiny_run_args(folder, out, *extra))
 
 
 def test_images_of_every_common_mode_and_depth_are_scored(tmp_path):
