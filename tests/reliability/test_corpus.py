@@ -403,6 +403,9 @@ CASES: dict[str, Callable[[Path], Case]] = {
     "recipe-network-bad-width": lambda t: experiment_file(
         t, b"network_g: {type: DeMoE, width: abc}\ndatasets: {train: {bench: aio-synth}}\n", "width"
     ),
+    "recipe-published-datasets-a-list": lambda t: experiment_file(
+        t, b"experiment_name: x\nnetwork: {name: DeMoE}\ndatasets: [train]\n", "datasets"
+    ),
     "recipe-missing": lambda t: Case(["finetune", "-c", str(t / "none.yaml")], "none.yaml"),
     "finetune-betas-a-number": lambda t: finetune_set(t, "train.betas=0.9", "betas"),
     "finetune-save-freq-zero": lambda t: finetune_set(
